@@ -1,0 +1,367 @@
+"""The exception tree, and the one boundary where transport errors are translated.
+
+Every runtime error this library raises derives from `APIError`, which itself derives
+from `requests.RequestException`, so code written for plain `requests` keeps catching
+what it caught before: status errors are also `requests.HTTPError`, connection errors
+are also `requests.ConnectionError`, timeouts are also `requests.Timeout` (and
+`ConnectTimeout` / `ReadTimeout`)::
+
+    requests.RequestException
+    └── APIError                              request, response, history, attempts
+        ├── APIStatusError  (HTTPError)       status_code, request_id, detail
+        │   ├── BadRequestError               400
+        │   ├── AuthenticationError           401
+        │   ├── InsufficientBalanceError      402
+        │   ├── NotFoundError                 404
+        │   ├── PayloadTooLargeError          413
+        │   ├── RateLimitError                429  retry_after
+        │   └── ServerError                   5xx
+        ├── APIConnectionError  (ConnectionError)   request_sent
+        │   └── APITimeoutError  (Timeout)
+        │       ├── APIConnectTimeoutError  (ConnectTimeout)
+        │       └── APIReadTimeoutError  (ReadTimeout)
+        └── CircuitOpenError                  breaker, retry_after
+
+    ValueError
+    └── ConfigurationError                    a bad option, found when a pipeline is built
+        └── MissingAPIKeyError
+
+Status errors are raised by the `StatusErrors` policy from the *final* response;
+transport errors are translated where the pipeline meets the transport, always
+``raise ... from`` the original, which stays available as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import requests
+import urllib3.exceptions
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+
+    from requests_resilience._pipeline import Attempt
+    from requests_resilience._secrets import Redactor
+
+__all__ = [
+    "DEFAULT_STATUS_ERRORS",
+    "APIConnectTimeoutError",
+    "APIConnectionError",
+    "APIError",
+    "APIReadTimeoutError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "InsufficientBalanceError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ServerError",
+]
+
+
+class APIError(requests.RequestException):
+    """The root of every runtime error raised by this library.
+
+    Attributes:
+        request: the prepared request of the last attempt, when there was one.
+        response: the last response, when there was one.
+        history: every attempt of the logical call, oldest first (filled in by the
+            retry policy; empty when no retry policy ran).
+    """
+
+    history: tuple[Attempt, ...]
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        request: PreparedRequest | None = None,
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, response=response)
+        self.history = ()
+
+    @property
+    def attempts(self) -> int:
+        """How many wire attempts the logical call made (at least 1)."""
+        return max(1, len(self.history))
+
+    @property
+    def message(self) -> str:
+        """The error message."""
+        return str(self.args[0]) if self.args else ""
+
+
+class APIStatusError(APIError, requests.HTTPError):
+    """The server answered with a 4xx or 5xx status.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json={"prompt": "a fox"})
+        ... except InsufficientBalanceError as exc:
+        ...     print(exc.status_code, exc.detail, exc.request_id)
+
+    Attributes:
+        status_code: the HTTP status.
+        request_id: the server's id for the request (header or JSON body), if any.
+        detail: the server's explanation: the JSON ``detail``, or the body text, cut
+            to 500 characters, with the pipeline's secrets removed.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int = 0,
+        request_id: str | None = None,
+        detail: str = "",
+        request: PreparedRequest | None = None,
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, response=response)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.detail = detail
+
+
+class BadRequestError(APIStatusError):
+    """400: the payload is malformed or a field is invalid."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, unknown or revoked."""
+
+
+class InsufficientBalanceError(APIStatusError):
+    """402: the account's balance does not cover the job."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such resource (for example an unknown job id)."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the upload or payload exceeds the server's limit."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (``Retry-After``, else the time
+            until ``X-RateLimit-Reset``), or None when it did not say.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int = 429,
+        request_id: str | None = None,
+        detail: str = "",
+        retry_after: float | None = None,
+        request: PreparedRequest | None = None,
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=status_code,
+            request_id=request_id,
+            detail=detail,
+            request=request,
+            response=response,
+        )
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed; the outcome of a non-idempotent request is unknown."""
+
+
+#: The Vinci status table: status -> exception class. Other 5xx map to `ServerError`
+#: and other 4xx to `APIStatusError`. Extend it for another API with
+#: ``StatusErrors(table={**DEFAULT_STATUS_ERRORS, 409: ConflictError})``.
+DEFAULT_STATUS_ERRORS: Mapping[int, type[APIStatusError]] = MappingProxyType(
+    {
+        400: BadRequestError,
+        401: AuthenticationError,
+        402: InsufficientBalanceError,
+        404: NotFoundError,
+        413: PayloadTooLargeError,
+        429: RateLimitError,
+    }
+)
+
+
+class APIConnectionError(APIError, requests.ConnectionError):
+    """The request failed below HTTP: refused, reset, DNS, TLS, or a broken body.
+
+    Attributes:
+        request_sent: False when the failure happened before the request could reach
+            the server (refused, DNS, connect timeout, proxy, TLS handshake), so
+            sending it again cannot duplicate its effect; True when the server may have
+            received it and acted (reset, read timeout, truncated response).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        request_sent: bool = True,
+        request: PreparedRequest | None = None,
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, response=response)
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError, requests.Timeout):
+    """A connect or read timeout."""
+
+
+class APIConnectTimeoutError(APITimeoutError, requests.ConnectTimeout):
+    """No connection within the connect timeout; the request was not sent."""
+
+
+class APIReadTimeoutError(APITimeoutError, requests.ReadTimeout):
+    """The server did not answer within the read timeout; the outcome is unknown."""
+
+
+class CircuitOpenError(APIError):
+    """The circuit breaker is open: the request was not sent.
+
+    Attributes:
+        breaker: the breaker's name (for example the host).
+        retry_after: seconds until the breaker lets a probe through.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        breaker: str = "",
+        retry_after: float = 0.0,
+        request: PreparedRequest | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.breaker = breaker
+        self.retry_after = retry_after
+
+
+class ConfigurationError(ValueError):
+    """An option is missing or out of range; raised when a pipeline is built."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key was given and none was found in the environment."""
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps (args, `.reason`), and its cause chain."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+        if current.__cause__ is not None:
+            stack.append(current.__cause__)
+        if current.__context__ is not None:
+            stack.append(current.__context__)
+
+
+_NOT_SENT = (
+    urllib3.exceptions.NewConnectionError,  # refused, unreachable, DNS (NameResolutionError)
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.ProxyError,
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.ProxyError,
+)
+
+
+def translate_transport_error(
+    exc: requests.RequestException,
+    request: PreparedRequest,
+    redactor: Redactor,
+) -> APIConnectionError | None:
+    """Map a requests transport exception to this library's tree, or None to leave it.
+
+    Connection-level failures become `APIConnectionError`, timeouts
+    `APIConnectTimeoutError` / `APIReadTimeoutError` (a read timeout while the body
+    streams in arrives from requests as a `ConnectionError` and is recognised too),
+    and a broken body (`ChunkedEncodingError`) an `APIConnectionError`. Errors of the
+    caller's own making (invalid URL, invalid header) are left alone.
+    """
+    if not isinstance(
+        exc,
+        (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError),
+    ):
+        return None
+    causes = list(_causes(exc))
+    sent = not any(isinstance(c, _NOT_SENT) for c in causes)
+    if isinstance(exc, requests.exceptions.SSLError) and not any(
+        isinstance(c, urllib3.exceptions.ProtocolError) for c in causes
+    ):
+        sent = False  # the TLS handshake precedes the request
+    detail = redactor.redact(_short(exc))
+    target = f"{request.method} {_safe_url(request.url)}"
+    error: APIConnectionError
+    if not sent and any(_is_connect_timeout(c) for c in causes):
+        error = APIConnectTimeoutError(
+            f"connect timeout for {target}: {detail}", request_sent=False, request=request
+        )
+    elif any(
+        isinstance(c, (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout)) for c in causes
+    ):
+        error = APIReadTimeoutError(
+            f"read timeout for {target}: {detail}", request_sent=True, request=request
+        )
+    else:
+        error = APIConnectionError(
+            f"connection failed for {target}: {detail}", request_sent=sent, request=request
+        )
+    return error
+
+
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+def _is_connect_timeout(exc: BaseException) -> bool:
+    # urllib3's NewConnectionError (refused, DNS) subclasses ConnectTimeoutError.
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    return isinstance(exc, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+        exc, urllib3.exceptions.NewConnectionError
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = _QUERY.sub("?…", " ".join(str(exc).split()))
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _safe_url(url: str | None) -> str:
+    """The URL without query, fragment or userinfo: safe for messages and logs."""
+    if not url:
+        return ""
+    base = url.split("#", 1)[0].split("?", 1)[0]
+    scheme, sep, rest = base.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        host_and_path = rest.split("@", 1)[1]
+        return f"{scheme}://{host_and_path}"
+    return base

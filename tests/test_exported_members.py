@@ -1,0 +1,67 @@
+"""The public surface: __all__ is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import requests_resilience
+import requests_resilience.testing
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """CONSTANTS, then Classes, then functions (ruff's RUF022 order)."""
+    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+
+def test_all_is_sorted_and_importable() -> None:
+    """Every name in __all__ exists, and the list is sorted (upper-case constants first)."""
+    for module in (requests_resilience, requests_resilience.testing):
+        names = module.__all__
+        assert names == sorted(names, key=_isort_key)
+        for name in names:
+            assert getattr(module, name) is not None
+
+
+def test_public_names_are_defined_in_private_modules() -> None:
+    """Public classes and functions live in _private modules, re-exported here."""
+    for name in requests_resilience.__all__:
+        obj = getattr(requests_resilience, name)
+        module = getattr(obj, "__module__", None)
+        if module is not None and module != "typing":
+            assert module.startswith("requests_resilience._"), (name, module)
+
+
+def test_exported_members() -> None:
+    """The top-level API is exactly this list (update it on purpose, not by accident)."""
+    assert set(requests_resilience.__all__) == {
+        "APIConnectTimeoutError",
+        "APIConnectionError",
+        "APIError",
+        "APIKeyAuth",
+        "APIReadTimeoutError",
+        "APIStatusError",
+        "APITimeoutError",
+        "Attempt",
+        "AuthenticationError",
+        "BadRequestError",
+        "Call",
+        "CircuitOpenError",
+        "Clock",
+        "ConfigurationError",
+        "DEFAULT_STATUS_ERRORS",
+        "InsufficientBalanceError",
+        "MissingAPIKeyError",
+        "Next",
+        "NotFoundError",
+        "PayloadTooLargeError",
+        "Pipeline",
+        "PipelineAdapter",
+        "Policy",
+        "PolicyLike",
+        "RateLimitError",
+        "ServerError",
+        "StatusErrors",
+        "SystemClock",
+        "is_testing",
+        "mount",
+        "set_testing",
+        "no_waits",
+    }

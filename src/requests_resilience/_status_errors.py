@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 from requests_resilience._bodies import read_bounded
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
+    APIError,
     APIStatusError,
     RateLimitError,
     ServerError,
@@ -21,6 +22,7 @@ from requests_resilience._parsing import (
     parse_retry_after,
     request_id_of,
 )
+from requests_resilience._telemetry import call_failed
 
 if TYPE_CHECKING:
     from requests import Response
@@ -72,10 +74,16 @@ class StatusErrors:
 
     def send(self, call: Call, next: Next) -> Response:
         """Send, then raise for a 4xx/5xx response."""
-        response = next(call)
+        try:
+            response = next(call)
+        except APIError as exc:
+            call_failed(exc)
+            raise
         if response.status_code < 400:
             return response
-        raise status_error(response, call.redactor, call.clock.time(), self._table)
+        error = status_error(response, call.redactor, call.clock.time(), self._table)
+        call_failed(error)
+        raise error
 
     def __repr__(self) -> str:
         return f"StatusErrors(table=<{len(self._table)} statuses>)"

@@ -1,0 +1,66 @@
+"""Frozen detail objects that policies hand to hooks, logs, span events and metrics.
+
+Policies never format log lines themselves: they build one of these (only when
+something happened that is worth reporting, never on the happy path) and pass it to
+`requests_resilience._telemetry`, which fans it out to structlog, the current span and
+the metrics, and to the user's own hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BreakerStateChange", "RetryDetails"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryDetails:
+    """A retry about to happen, in the spirit of stamina's ``RetryDetails``.
+
+    Attributes:
+        policy: the retry policy's name.
+        method: the HTTP method.
+        url: the URL without query, fragment or credentials.
+        attempt: the number of the attempt that just failed (1 = first).
+        wait: seconds the policy will wait before the next attempt.
+        reason: why it retries, e.g. ``"status 503"``, ``"APIConnectionError"``,
+            ``"circuit open"``.
+        status_code: the failed attempt's status, if it got a response.
+        error: the failed attempt's exception type name, if it raised.
+        request_id: the server's request id of the failed attempt, if known.
+        retry_after: what the server (or an open breaker) asked to wait, if anything.
+        elapsed: seconds since the first attempt started.
+    """
+
+    policy: str
+    method: str
+    url: str
+    attempt: int
+    wait: float
+    reason: str
+    status_code: int | None = None
+    error: str | None = None
+    request_id: str | None = None
+    retry_after: float | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStateChange:
+    """A circuit breaker moved from one state to another.
+
+    Attributes:
+        breaker: the breaker's name (its key, e.g. the host).
+        old_state: ``"closed"``, ``"open"`` or ``"half_open"``.
+        new_state: ``"closed"``, ``"open"`` or ``"half_open"``.
+        failure_ratio: the failure ratio in the window when it changed, if known.
+        calls: the number of calls in the window when it changed, if known.
+        retry_after: for ``"open"``, seconds until a probe is let through.
+    """
+
+    breaker: str
+    old_state: str
+    new_state: str
+    failure_ratio: float | None = None
+    calls: int | None = None
+    retry_after: float | None = None

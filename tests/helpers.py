@@ -39,13 +39,16 @@ def response(
             reason = ""
     r.reason = reason
     r.headers = CaseInsensitiveDict(headers or {})
-    if isinstance(body, (dict, list)):
-        raw = json.dumps(body).encode()
-        r.headers.setdefault("Content-Type", "application/json")
+    raw: bytes
+    if isinstance(body, bytes):
+        raw = body
     elif isinstance(body, str):
         raw = body.encode()
+    elif body is None:
+        raw = b""
     else:
-        raw = body or b""
+        raw = json.dumps(body).encode()
+        r.headers.setdefault("Content-Type", "application/json")
     r.raw = io.BytesIO(raw)
     r.request = request if request is not None else prepared()
     r.url = r.request.url or ""

@@ -31,7 +31,7 @@ def test_public_names_are_defined_in_private_modules() -> None:
 
 def test_exported_members() -> None:
     """The top-level API is exactly this list (update it on purpose, not by accident)."""
-    assert set(requests_resilience.__all__) == {
+    assert sorted(requests_resilience.__all__) == [
         "APIConnectTimeoutError",
         "APIConnectionError",
         "APIError",
@@ -42,6 +42,7 @@ def test_exported_members() -> None:
         "Attempt",
         "AuthenticationError",
         "BadRequestError",
+        "BreakerStateChange",
         "Call",
         "CircuitOpenError",
         "Clock",
@@ -51,17 +52,24 @@ def test_exported_members() -> None:
         "MissingAPIKeyError",
         "Next",
         "NotFoundError",
+        "Outcome",
         "PayloadTooLargeError",
         "Pipeline",
         "PipelineAdapter",
         "Policy",
         "PolicyLike",
         "RateLimitError",
+        "Retry",
+        "RetryBudget",
+        "RetryBudgetExhaustedError",
+        "RetryDetails",
         "ServerError",
         "StatusErrors",
         "SystemClock",
+        "attempts_of",
+        "classify_outcome",
         "is_testing",
         "mount",
-        "set_testing",
         "no_waits",
-    }
+        "set_testing",
+    ]

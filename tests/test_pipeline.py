@@ -99,7 +99,7 @@ def test_pipeline_is_frozen_and_evolve_makes_a_copy() -> None:
     """A built pipeline cannot be changed in place; evolve() returns a new one."""
     pipeline = Pipeline(StatusErrors())
     with pytest.raises(AttributeError, match="frozen"):
-        pipeline._policies = ()  # type: ignore[misc]
+        pipeline._policies = ()
     log: list[str] = []
     bigger = pipeline.evolve(policies=[*pipeline.policies, recorder("extra", log)])
     assert pipeline.names == ("status_errors",)

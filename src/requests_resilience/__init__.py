@@ -18,6 +18,7 @@ private.
 
 from requests_resilience._adapter import PipelineAdapter, mount
 from requests_resilience._auth import APIKeyAuth
+from requests_resilience._budget import RetryBudget
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
@@ -36,9 +37,20 @@ from requests_resilience._errors import (
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
+    RetryBudgetExhaustedError,
     ServerError,
 )
-from requests_resilience._pipeline import Attempt, Call, Next, Pipeline, Policy, PolicyLike
+from requests_resilience._events import BreakerStateChange, RetryDetails
+from requests_resilience._pipeline import (
+    Attempt,
+    Call,
+    Next,
+    Pipeline,
+    Policy,
+    PolicyLike,
+    attempts_of,
+)
+from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
 
 __all__ = [
@@ -53,6 +65,7 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BreakerStateChange",
     "Call",
     "CircuitOpenError",
     "Clock",
@@ -61,15 +74,22 @@ __all__ = [
     "MissingAPIKeyError",
     "Next",
     "NotFoundError",
+    "Outcome",
     "PayloadTooLargeError",
     "Pipeline",
     "PipelineAdapter",
     "Policy",
     "PolicyLike",
     "RateLimitError",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetExhaustedError",
+    "RetryDetails",
     "ServerError",
     "StatusErrors",
     "SystemClock",
+    "attempts_of",
+    "classify_outcome",
     "is_testing",
     "mount",
     "no_waits",

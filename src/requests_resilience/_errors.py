@@ -20,7 +20,8 @@ are also `requests.ConnectionError`, timeouts are also `requests.Timeout` (and
         │   └── APITimeoutError  (Timeout)
         │       ├── APIConnectTimeoutError  (ConnectTimeout)
         │       └── APIReadTimeoutError  (ReadTimeout)
-        └── CircuitOpenError                  breaker, retry_after
+        ├── CircuitOpenError                  breaker, retry_after
+        └── RetryBudgetExhaustedError         the retry budget refused every retry
 
     ValueError
     └── ConfigurationError                    a bad option, found when a pipeline is built
@@ -64,6 +65,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitError",
+    "RetryBudgetExhaustedError",
     "ServerError",
 ]
 
@@ -255,6 +257,16 @@ class CircuitOpenError(APIError):
         super().__init__(message, request=request)
         self.breaker = breaker
         self.retry_after = retry_after
+
+
+class RetryBudgetExhaustedError(APIError):
+    """The call waited its whole patience but the shared retry budget had no token.
+
+    Raised instead of the last attempt's error when the retry budget (not the server,
+    nor the attempt limit) is what stopped the call: the fleet-wide cap on retries is
+    protecting a struggling server. The last attempt's error is the ``__cause__`` and
+    its response, if any, is `response`; `history` lists every attempt.
+    """
 
 
 class ConfigurationError(ValueError):

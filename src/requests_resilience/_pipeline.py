@@ -44,6 +44,8 @@ __all__ = [
     "Policy",
     "PolicyLike",
     "TimeoutValue",
+    "attempts_of",
+    "set_attempts",
 ]
 
 #: What `Session.send` passes as ``timeout``: seconds, ``(connect, read)``, or None.
@@ -125,6 +127,26 @@ class Call:
         if self.deadline is None:
             return None
         return self.deadline - self.clock.monotonic()
+
+
+_HISTORY_ATTR = "_requests_resilience_attempts"
+
+
+def attempts_of(response: Response) -> tuple[Attempt, ...]:
+    """The attempts a retry policy made to get `response` (empty when none ran).
+
+    Example:
+        >>> response = session.get(url)
+        >>> [a.outcome for a in attempts_of(response)]
+        ['503', '503', '200']
+    """
+    history = getattr(response, _HISTORY_ATTR, ())
+    return history if isinstance(history, tuple) else ()
+
+
+def set_attempts(response: Response, history: tuple[Attempt, ...]) -> None:
+    """Record `history` on `response` for `attempts_of()` (used by the retry policy)."""
+    setattr(response, _HISTORY_ATTR, history)
 
 
 #: The rest of the pipeline, as a policy sees it.

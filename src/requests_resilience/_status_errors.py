@@ -22,6 +22,7 @@ from requests_resilience._parsing import (
     parse_retry_after,
     request_id_of,
 )
+from requests_resilience._pipeline import attempts_of
 from requests_resilience._telemetry import call_failed
 
 if TYPE_CHECKING:
@@ -118,13 +119,17 @@ def status_error(
         message += f": {detail}"
     if request_id:
         message += f" (request_id={request_id})"
+    history = attempts_of(response)
+    if history:
+        message += f" [{len(history)} attempt(s); {history[-1].reason}]"
+    error: APIStatusError
     if issubclass(cls, RateLimitError):
         retry_after = parse_retry_after(response.headers, now)
         if retry_after is None:
             limits = parse_rate_limit_headers(response.headers)
             if limits is not None:
                 retry_after = limits.reset_after(now)
-        return cls(
+        error = cls(
             message,
             status_code=status,
             request_id=request_id,
@@ -132,6 +137,9 @@ def status_error(
             retry_after=retry_after,
             response=response,
         )
-    return cls(
-        message, status_code=status, request_id=request_id, detail=detail, response=response
-    )
+    else:
+        error = cls(
+            message, status_code=status, request_id=request_id, detail=detail, response=response
+        )
+    error.history = history
+    return error

@@ -1,0 +1,565 @@
+"""The `Retry` policy: jittered backoff that is safe for requests that cost money.
+
+What is retried, and why (the default `classify_outcome`):
+
+======================================  ===============  ===============================
+outcome                                 class            retried
+======================================  ===============  ===============================
+2xx, 3xx                                ``SUCCESS``      no: returned
+refused, DNS, connect timeout, proxy,   ``NOT_SENT``     always: the server never saw it
+TLS handshake (``request_sent=False``)
+`CircuitOpenError` (local, no I/O)      ``NOT_SENT``     always, after its ``retry_after``
+408, 429, 503                           ``REJECTED``     always: refused without acting
+500, 502, 504                           ``UNKNOWN``      only if idempotent
+read timeout, reset after sending,      ``UNKNOWN``      only if idempotent
+broken body (``request_sent=True``)
+other 4xx                               ``FATAL``        never
+anything else                           ``FATAL``        never
+======================================  ===============  ===============================
+
+A request is idempotent when its method is in ``idempotent_methods`` (GET, HEAD,
+OPTIONS, PUT, DELETE, TRACE) or it carries an ``Idempotency-Key`` header. So a POST that
+starts a paid job is never sent twice when the first one may have been acted on,
+unless the API deduplicates it by key (``add_idempotency_key=True`` adds one).
+
+How long to wait: the server's ``Retry-After`` (delta-seconds, fractions, HTTP-date,
+``retry-after-ms``; for a 429 without it, ``X-RateLimit-Reset``) or an open breaker's
+``retry_after``, exactly; else exponential backoff with jitter, capped at
+``max_delay``. A server wait longer than ``max_retry_after``, or any wait that would
+end after the call's deadline, is not started: the call fails at once with the last
+response or error.
+
+A `RetryBudget` shared by all calls caps retries at a share of first attempts: when
+it is empty, the call keeps its patience (waits its next backoff step and tries again
+for a token) and fails with `RetryBudgetExhaustedError` when its patience runs out.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+import requests
+from requests.utils import rewind_body
+
+from requests_resilience._bodies import read_bounded
+from requests_resilience._budget import RetryBudget
+from requests_resilience._errors import (
+    APIConnectionError,
+    APIError,
+    CircuitOpenError,
+    ConfigurationError,
+    RetryBudgetExhaustedError,
+    _safe_url,
+)
+from requests_resilience._events import RetryDetails
+from requests_resilience._parsing import (
+    parse_rate_limit_headers,
+    parse_retry_after,
+    request_id_of,
+)
+from requests_resilience._pipeline import Attempt, set_attempts
+from requests_resilience._telemetry import retry_scheduled
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+
+    from requests_resilience._pipeline import Call, Next, TimeoutValue
+
+__all__ = ["Outcome", "Retry", "classify_outcome"]
+
+Jitter = Literal["full", "equal", "decorrelated", "none"]
+_JITTERS = ("full", "equal", "decorrelated", "none")
+_DRAIN_LIMIT = 64 * 1024
+_DAY = 86_400.0
+
+
+class Outcome(enum.Enum):
+    """What one attempt's result means for retrying it (see the module's table)."""
+
+    SUCCESS = "success"
+    """A response to return as is (2xx, 3xx)."""
+    FATAL = "fatal"
+    """A failure that another attempt would not fix (most 4xx, caller errors)."""
+    NOT_SENT = "not_sent"
+    """The request never reached the server: always safe to send again."""
+    REJECTED = "rejected"
+    """The server refused it without acting (408, 429, 503): safe to send again."""
+    UNKNOWN = "unknown"
+    """The server may have acted (500, 502, 504, read timeout, reset): only idempotent."""
+
+
+def classify_outcome(response: Response | None, error: BaseException | None) -> Outcome:
+    """The default classification of an attempt's result; see the module's table.
+
+    Replace it with ``Retry(classify=...)``; a custom function usually handles its
+    special cases and delegates the rest here.
+
+    Args:
+        response: the attempt's response, or None when it raised.
+        error: the exception the attempt raised, or None.
+    """
+    if response is not None:
+        status = response.status_code
+        if status < 400:
+            return Outcome.SUCCESS
+        if status in (408, 429, 503):
+            return Outcome.REJECTED
+        if status in (500, 502, 504):
+            return Outcome.UNKNOWN
+        return Outcome.FATAL
+    if isinstance(error, CircuitOpenError):
+        return Outcome.NOT_SENT
+    if isinstance(error, APIConnectionError):
+        if isinstance(error.__cause__, requests.exceptions.SSLError):
+            return Outcome.FATAL  # a certificate problem does not heal by retrying
+        return Outcome.UNKNOWN if error.request_sent else Outcome.NOT_SENT
+    return Outcome.FATAL
+
+
+Classifier = Callable[["Response | None", "BaseException | None"], Outcome]
+RetryHook = Callable[[RetryDetails], None]
+
+_DEFAULT_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def _seconds(option: str, value: float | timedelta, low: float, high: float) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"Retry {option} must be a number of seconds or a timedelta, got {value!r}"
+        raise ConfigurationError(msg)
+    if not low <= value <= high:
+        msg = f"Retry {option} must be from {low:g} to {high:g} seconds, got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """Retry failed attempts with jittered exponential backoff, safely.
+
+    Place it inside `StatusErrors` and outside everything that must run once per wire
+    attempt (breaker, rate limit, auth, tracing)::
+
+        StatusErrors -> Retry -> CircuitBreaker -> RateLimit -> APIKeyAuth -> Tracing
+
+    Args:
+        max_attempts: wire attempts at most, the first included; 1 to 100 (default 5).
+        initial_delay: backoff before the first retry (seconds or timedelta); 0 to 3600
+            (default 0.5).
+        multiplier: growth of the backoff per retry; 1.0 to 10.0 (default 2.0).
+        max_delay: cap on one backoff wait; `initial_delay` to 86400 (default 30).
+        jitter: ``"full"`` (uniform in [0, backoff], the default), ``"equal"``
+            (half fixed, half random), ``"decorrelated"`` (uniform in
+            [initial_delay, 3 x previous wait]) or ``"none"``.
+        timeout: deadline for the whole call, attempts and waits together; None for
+            none (default), else 0 < timeout <= 86400.
+        attempt_timeout: timeout for one attempt, cut to the time left; None to use
+            the ``timeout=`` given to requests (also cut to the time left).
+        max_retry_after: the longest server-requested wait the call will honour; a
+            longer one fails the call at once; 0 to 86400 (default 60).
+        idempotent_methods: methods that are safe to repeat after an unknown outcome.
+        idempotency_header: the header that makes any request idempotent.
+        add_idempotency_key: add a random ``idempotency_header`` to requests whose
+            method is not idempotent, once per call, so every attempt carries the
+            same key. Only useful if the API honours it (Vinci's docs do not say).
+        classify: the outcome classification (default `classify_outcome`).
+        budget: the shared `RetryBudget`, or None for no budget.
+        fail_fast_on_budget: when the budget is empty, fail at once instead of
+            waiting for a token within the call's patience.
+        on_retry: functions called with a `RetryDetails` before each wait.
+        name: the policy's name in logs, spans and metrics.
+
+    Raises:
+        ConfigurationError: an option is out of range (the message names it).
+
+    Example:
+        >>> from requests_resilience import Pipeline, Retry, StatusErrors
+        >>> pipeline = Pipeline(StatusErrors(), Retry(max_attempts=4, timeout=30))
+    """
+
+    max_attempts: int = 5
+    initial_delay: float | timedelta = 0.5
+    multiplier: float = 2.0
+    max_delay: float | timedelta = 30.0
+    jitter: Jitter = "full"
+    timeout: float | timedelta | None = None
+    attempt_timeout: float | timedelta | None = None
+    max_retry_after: float | timedelta = 60.0
+    idempotent_methods: Collection[str] = _DEFAULT_IDEMPOTENT
+    idempotency_header: str = "Idempotency-Key"
+    add_idempotency_key: bool = False
+    classify: Classifier = classify_outcome
+    budget: RetryBudget | None = field(default_factory=RetryBudget)
+    fail_fast_on_budget: bool = False
+    on_retry: tuple[RetryHook, ...] = ()
+    name: str = "retry"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or not 1 <= self.max_attempts <= 100
+        ):
+            msg = f"Retry max_attempts must be an int from 1 to 100, got {self.max_attempts!r}"
+            raise ConfigurationError(msg)
+        set_(self, "initial_delay", _seconds("initial_delay", self.initial_delay, 0, 3600))
+        if (
+            isinstance(self.multiplier, bool)
+            or not isinstance(self.multiplier, int | float)
+            or not 1.0 <= self.multiplier <= 10.0
+        ):
+            msg = f"Retry multiplier must be from 1.0 to 10.0, got {self.multiplier!r}"
+            raise ConfigurationError(msg)
+        set_(self, "multiplier", float(self.multiplier))
+        set_(
+            self,
+            "max_delay",
+            _seconds("max_delay", self.max_delay, float(self.initial_delay), _DAY),  # type: ignore[arg-type]
+        )
+        if self.jitter not in _JITTERS:
+            msg = f"Retry jitter must be one of {', '.join(_JITTERS)}, got {self.jitter!r}"
+            raise ConfigurationError(msg)
+        for option in ("timeout", "attempt_timeout"):
+            value = getattr(self, option)
+            if value is not None:
+                seconds = _seconds(option, value, 0, _DAY)
+                if seconds == 0:
+                    msg = f"Retry {option} must be more than 0 seconds (or None), got {value!r}"
+                    raise ConfigurationError(msg)
+                set_(self, option, seconds)
+        set_(self, "max_retry_after", _seconds("max_retry_after", self.max_retry_after, 0, _DAY))
+        if isinstance(self.idempotent_methods, str):
+            msg = "Retry idempotent_methods must be a collection of method names, not a string"
+            raise ConfigurationError(msg)
+        set_(self, "idempotent_methods", frozenset(m.upper() for m in self.idempotent_methods))
+        if not self.idempotency_header or not isinstance(self.idempotency_header, str):
+            msg = "Retry idempotency_header must be a non-empty header name"
+            raise ConfigurationError(msg)
+        if not callable(self.classify):
+            msg = "Retry classify must be a function (response, error) -> Outcome"
+            raise ConfigurationError(msg)
+        if self.budget is not None and not isinstance(self.budget, RetryBudget):
+            msg = f"Retry budget must be a RetryBudget or None, got {type(self.budget).__name__}"
+            raise ConfigurationError(msg)
+        hooks = (self.on_retry,) if callable(self.on_retry) else tuple(self.on_retry)
+        if not all(callable(h) for h in hooks):
+            msg = "Retry on_retry must be a function or a tuple of functions"
+            raise ConfigurationError(msg)
+        set_(self, "on_retry", hooks)
+
+    # -- the policy ---------------------------------------------------------------
+
+    def send(self, call: Call, next: Next) -> Response:  # noqa: PLR0912, PLR0915
+        """Send the call, retrying failed attempts as the module docstring describes."""
+        clock = call.clock
+        start = clock.monotonic()
+        budget = self.budget
+        if budget is not None:
+            budget.deposit(start)
+        deadline = call.deadline
+        if self.timeout is not None:
+            own = start + self.timeout  # type: ignore[operator]
+            deadline = own if deadline is None else min(deadline, own)
+        request = call.request
+        method = (request.method or "GET").upper()
+        headers = request.headers
+        if (
+            self.add_idempotency_key
+            and method not in self.idempotent_methods
+            and self.idempotency_header not in headers
+        ):
+            headers[self.idempotency_header] = uuid.uuid4().hex
+        idempotent = method in self.idempotent_methods or self.idempotency_header in headers
+        rewindable, why_not = _rewindable(request)
+        template = headers.copy() if self.max_attempts > 1 else headers
+
+        history: list[Attempt] = []
+        attempt = 1
+        slot = 1  # attempt slots used, skipped ones (no budget token) included
+        previous_wait = float(self.initial_delay)  # type: ignore[arg-type]
+        attempt_call = self._first_call(call, deadline, start)
+        while True:
+            began = clock.monotonic()
+            response: Response | None = None
+            error: APIError | requests.RequestException | None = None
+            try:
+                response = next(attempt_call)
+            except requests.RequestException as exc:  # APIError is one
+                error = exc
+            outcome = self.classify(response, error)
+            if outcome is Outcome.SUCCESS and attempt == 1:
+                return response  # type: ignore[return-value] # the hot path: nothing to record
+            record = Attempt(
+                number=attempt,
+                status_code=response.status_code if response is not None else None,
+                error=type(error).__name__ if error is not None else None,
+                duration=clock.monotonic() - began,
+            )
+            if budget is not None and isinstance(error, CircuitOpenError) and attempt > 1:
+                budget.refund()  # the retry never reached the wire
+
+            # Decide whether to try again, and after how long.
+            stop: str | None = None
+            server_wait: float | None = None
+            if outcome is Outcome.SUCCESS:
+                stop = "success"
+            elif outcome is Outcome.FATAL:
+                stop = "not retryable"
+            elif outcome is Outcome.UNKNOWN and not idempotent:
+                stop = "not retried: outcome unknown and the request is not idempotent"
+            elif not rewindable:
+                stop = why_not
+            else:
+                server_wait = self._server_wait(response, error, clock.time())
+                if server_wait is not None and server_wait > self.max_retry_after:  # type: ignore[operator]
+                    stop = f"not retried: asked to wait {server_wait:g}s, over max_retry_after"
+            if stop is not None:
+                return self._finish(history, record, stop, response, error)
+
+            blocked = False  # the budget refused a token at least once for this retry
+            while True:
+                if slot >= self.max_attempts:
+                    stop = "attempts exhausted"
+                    break
+                if server_wait is not None:
+                    wait = server_wait
+                else:
+                    wait = self._backoff(slot, previous_wait, clock.random())
+                    previous_wait = wait
+                now = clock.monotonic()
+                if deadline is not None and now + wait > deadline:
+                    stop = "deadline would pass during the wait"
+                    break
+                if budget is not None and self.fail_fast_on_budget and not budget.try_spend(now):
+                    blocked = True
+                    break
+                reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
+                record = _with_wait(record, record.wait + wait, reason)
+                self._report(
+                    call,
+                    record,
+                    wait=wait,
+                    reason=reason,
+                    response=response,
+                    server_wait=server_wait,
+                    start=start,
+                )
+                if response is not None and not blocked:
+                    _discard(response)  # its connection goes back to the pool before we wait
+                clock.sleep(wait)
+                slot += 1
+                if (
+                    budget is None
+                    or self.fail_fast_on_budget
+                    or budget.try_spend(clock.monotonic())
+                ):
+                    break
+                blocked = True  # no token: keep our patience and wait for the next step
+                server_wait = None
+            if blocked and (stop is not None or self.fail_fast_on_budget):
+                return self._budget_exhausted(history, record, response, error)
+            if stop is not None:
+                return self._finish(history, record, stop, response, error)
+
+            history.append(record)
+            attempt += 1
+            if (
+                rewindable is True
+                and request.body is not None
+                and not isinstance(request.body, bytes | str)
+            ):
+                rewind_body(request)
+            fresh = request.copy()
+            fresh.headers = template.copy()
+            attempt_call = call.evolve(
+                request=fresh,
+                attempt=attempt,
+                history=tuple(history),
+                deadline=deadline,
+                timeout=self._attempt_timeout(call.timeout, deadline, clock.monotonic()),
+            )
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _first_call(self, call: Call, deadline: float | None, now: float) -> Call:
+        if deadline is None and self.attempt_timeout is None:
+            return call  # nothing to change: no allocation on the hot path
+        return call.evolve(
+            deadline=deadline, timeout=self._attempt_timeout(call.timeout, deadline, now)
+        )
+
+    def _attempt_timeout(
+        self, given: TimeoutValue, deadline: float | None, now: float
+    ) -> TimeoutValue:
+        own: float | None = self.attempt_timeout  # type: ignore[assignment]
+        left = None if deadline is None else max(0.001, deadline - now)
+        cap = own if left is None else (left if own is None else min(own, left))
+        if cap is None:
+            return given
+        if given is None:
+            return cap
+        if isinstance(given, tuple):
+            connect, read = given
+            return (min(connect, cap), cap if read is None else min(read, cap))
+        return min(float(given), cap)
+
+    def _backoff(self, retry_number: int, previous: float, draw: float) -> float:
+        initial = float(self.initial_delay)  # type: ignore[arg-type]
+        cap = float(self.max_delay)  # type: ignore[arg-type]
+        if self.jitter == "decorrelated":
+            high = min(cap, max(initial, previous * 3.0))
+            return min(cap, initial + (high - initial) * draw)
+        exponent = min(retry_number - 1, 1000)
+        try:
+            base = min(cap, initial * self.multiplier**exponent)
+        except OverflowError:
+            base = cap
+        if self.jitter == "full":
+            return base * draw
+        if self.jitter == "equal":
+            return base / 2.0 + (base / 2.0) * draw
+        return base
+
+    @staticmethod
+    def _server_wait(
+        response: Response | None, error: BaseException | None, now: float
+    ) -> float | None:
+        if isinstance(error, CircuitOpenError):
+            return max(0.0, error.retry_after)
+        if response is None:
+            return None
+        wait = parse_retry_after(response.headers, now)
+        if wait is None and response.status_code == 429:
+            limits = parse_rate_limit_headers(response.headers)
+            if limits is not None and limits.remaining == 0:
+                wait = limits.reset_after(now)
+        return wait
+
+    def _report(
+        self,
+        call: Call,
+        record: Attempt,
+        *,
+        wait: float,
+        reason: str,
+        response: Response | None,
+        server_wait: float | None,
+        start: float,
+    ) -> None:
+        request = call.request
+        details = RetryDetails(
+            policy=self.name,
+            method=request.method or "",
+            url=_safe_url(request.url),
+            attempt=record.number,
+            wait=wait,
+            reason=reason,
+            status_code=record.status_code,
+            error=record.error,
+            request_id=request_id_of(response) if response is not None else None,
+            retry_after=server_wait,
+            elapsed=call.clock.monotonic() - start,
+        )
+        retry_scheduled(details)
+        for hook in self.on_retry:
+            hook(details)
+
+    @staticmethod
+    def _finish(
+        history: list[Attempt],
+        record: Attempt,
+        reason: str,
+        response: Response | None,
+        error: BaseException | None,
+    ) -> Response:
+        history.append(_with_wait(record, record.wait, reason))
+        final = tuple(history)
+        if error is not None:
+            if isinstance(error, APIError):
+                error.history = final
+            raise error
+        assert response is not None
+        set_attempts(response, final)
+        return response
+
+    @staticmethod
+    def _budget_exhausted(
+        history: list[Attempt],
+        record: Attempt,
+        response: Response | None,
+        error: BaseException | None,
+    ) -> Response:
+        history.append(_with_wait(record, record.wait, "retry budget empty"))
+        final = tuple(history)
+        last = record.outcome
+        exc = RetryBudgetExhaustedError(
+            f"retry budget exhausted: {len(final)} attempt(s), the last got {last}; "
+            "retries are capped to protect a struggling server",
+            request=response.request if response is not None else getattr(error, "request", None),
+            response=response,
+        )
+        exc.history = final
+        if isinstance(error, APIError):
+            error.history = final
+        raise exc from error
+
+    def __repr__(self) -> str:
+        parts = [
+            f"max_attempts={self.max_attempts}",
+            f"initial_delay={self.initial_delay}",
+            f"multiplier={self.multiplier}",
+            f"max_delay={self.max_delay}",
+            f"jitter={self.jitter!r}",
+            f"timeout={self.timeout}",
+            f"max_retry_after={self.max_retry_after}",
+        ]
+        if self.attempt_timeout is not None:
+            parts.append(f"attempt_timeout={self.attempt_timeout}")
+        if self.add_idempotency_key:
+            parts.append("add_idempotency_key=True")
+        parts.append(f"budget={self.budget!r}")
+        return f"Retry({', '.join(parts)})"
+
+
+def _with_wait(record: Attempt, wait: float, reason: str) -> Attempt:
+    return Attempt(
+        number=record.number,
+        status_code=record.status_code,
+        error=record.error,
+        duration=record.duration,
+        wait=wait,
+        reason=reason,
+    )
+
+
+def _reason(
+    response: Response | None, error: BaseException | None, server_wait: float | None
+) -> str:
+    if isinstance(error, CircuitOpenError):
+        return "circuit open"
+    base = f"status {response.status_code}" if response is not None else type(error).__name__
+    return f"{base}, retry-after" if server_wait is not None else base
+
+
+def _rewindable(request: PreparedRequest) -> tuple[bool, str]:
+    body = request.body
+    if body is None or isinstance(body, bytes | str):
+        return True, ""
+    position = getattr(request, "_body_position", None)
+    if hasattr(body, "seek") and isinstance(position, int):
+        return True, ""
+    return False, f"request body ({type(body).__name__}) cannot be rewound, so it is sent once"
+
+
+def _discard(response: Response) -> None:
+    """Drain (a little) and close a response we will not return: its connection is reused."""
+    read_bounded(response, _DRAIN_LIMIT)
+    response.close()

@@ -1,0 +1,209 @@
+"""PipelineAdapter and mount() over real loopback HTTP against the fake Vinci server."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from requests_resilience import (
+    APIKeyAuth,
+    APIReadTimeoutError,
+    AuthenticationError,
+    Call,
+    ConfigurationError,
+    InsufficientBalanceError,
+    Next,
+    Pipeline,
+    PipelineAdapter,
+    ServerError,
+    StatusErrors,
+    mount,
+)
+from requests_resilience.testing import FakeVinciServer, Fault
+
+
+def vinci_session(server: FakeVinciServer, session: requests.Session, **kw: object) -> None:
+    mount(
+        session, server.base_url + "/", Pipeline(StatusErrors(), APIKeyAuth(server.api_key)), **kw
+    )  # type: ignore[arg-type]
+
+
+def test_mount_returns_the_session_and_leaves_other_prefixes(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """Only the mounted prefix gets the pipeline; requests' defaults stay for the rest."""
+    before = {p: a for p, a in session.adapters.items()}
+    assert mount(session, fake_vinci.base_url + "/", Pipeline(StatusErrors())) is session
+    assert isinstance(session.get_adapter(fake_vinci.url("/billing/balance")), PipelineAdapter)
+    for prefix, adapter in before.items():
+        assert session.adapters[prefix] is adapter
+    other = fake_vinci.base_url.replace("/api/v1", "/elsewhere")
+    assert isinstance(session.get_adapter(other), HTTPAdapter)
+    response = session.get(other)  # no pipeline: a plain 404 response, no exception
+    assert response.status_code == 404
+    assert "Authorization" not in fake_vinci.requests[-1].headers
+
+
+def test_requests_go_through_the_pipeline(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A mounted pipeline authenticates and maps errors on the real wire."""
+    vinci_session(fake_vinci, session)
+    balance = session.get(fake_vinci.url("/billing/balance"))
+    assert balance.json()["balance_usd"] >= 0
+    assert fake_vinci.requests[-1].headers["Authorization"] == f"Bearer {fake_vinci.api_key}"
+    assert isinstance(balance.connection, PipelineAdapter)
+
+
+def test_http_error_handlers_keep_working(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """except requests.HTTPError still catches a mapped error from the wire."""
+    vinci_session(fake_vinci, session)
+    fake_vinci.balance_usd = 0.0
+    with pytest.raises(requests.HTTPError) as info:
+        session.post(
+            fake_vinci.url("/generate/text-to-video"),
+            json={"prompt": "fox", "duration_seconds": 5},
+        )
+    assert isinstance(info.value, InsufficientBalanceError)
+    assert "Insufficient balance" in info.value.detail
+
+
+def test_wrong_key_is_an_authentication_error(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A key the server does not know gives AuthenticationError (401) with its detail."""
+    mount(
+        session,
+        fake_vinci.base_url + "/",
+        Pipeline(StatusErrors(), APIKeyAuth("sk-wrong-0000000000")),
+    )
+    with pytest.raises(AuthenticationError) as info:
+        session.get(fake_vinci.url("/billing/balance"))
+    assert info.value.status_code == 401
+    assert "sk-wrong-0000000000" not in str(info.value)
+
+
+def test_request_id_from_header_on_the_wire(session: requests.Session) -> None:
+    """A server that sends X-Request-ID has it on the error."""
+    with FakeVinciServer(send_request_id_header=True) as server:
+        vinci_session(server, session)
+        server.script(Fault.status(500))
+        with pytest.raises(requests.HTTPError) as info:
+            session.get(server.url("/billing/balance"))
+    error = info.value
+    assert isinstance(error, ServerError)
+    assert error.response is not None
+    assert error.request_id
+    assert error.request_id == error.response.headers["X-Request-ID"]
+    assert f"request_id={error.request_id}" in str(error)
+
+
+def test_stream_true_passes_through(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """stream=True returns an unread body that the caller reads in chunks."""
+    vinci_session(fake_vinci, session)
+    with session.get(fake_vinci.url("/billing/balance"), stream=True) as response:
+        assert response._content is False  # type: ignore[attr-defined] # not read yet
+        body = b"".join(response.iter_content(4))
+    assert b"balance_usd" in body
+
+
+def test_stream_true_error_body_is_read_for_the_exception(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A streamed error response still gives its detail to the exception."""
+    vinci_session(fake_vinci, session)
+    fake_vinci.script(Fault.status(402, body={"detail": "no money"}))
+    with pytest.raises(InsufficientBalanceError, match="no money"):
+        session.get(fake_vinci.url("/billing/balance"), stream=True)
+
+
+def test_redirects_are_followed_by_the_session(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A 302 passes through the pipeline and the Session follows it (auth re-applied)."""
+    vinci_session(fake_vinci, session)
+    fake_vinci.script(Fault.status(302, headers={"Location": fake_vinci.url("/billing/balance")}))
+    response = session.get(fake_vinci.url("/billing/usage"))
+    assert response.status_code == 200
+    assert "balance_usd" in response.json()
+    assert [r.status_code for r in response.history] == [302]
+    assert fake_vinci.requests[-1].headers["Authorization"].startswith("Bearer ")
+
+
+def test_redirect_to_another_host_drops_the_key(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """requests strips Authorization when a redirect leaves the host; it stays that way."""
+    vinci_session(fake_vinci, session)
+    elsewhere = fake_vinci.url("/billing/balance").replace("127.0.0.1", "localhost")
+    fake_vinci.script(Fault.status(302, headers={"Location": elsewhere}))
+    response = session.get(fake_vinci.url("/billing/usage"))
+    assert response.status_code == 401  # the other host is not under the pipeline
+    assert "Authorization" not in fake_vinci.requests[-1].headers
+
+
+def test_read_timeout_is_translated(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A stalled server gives APIReadTimeoutError, still a requests.ReadTimeout."""
+    vinci_session(fake_vinci, session)
+    fake_vinci.script(Fault.stall_after_headers(1.0))
+    with pytest.raises(requests.ReadTimeout) as info:
+        session.get(fake_vinci.url("/billing/balance"), timeout=0.2)
+    assert isinstance(info.value, APIReadTimeoutError)
+    assert info.value.request_sent is True
+
+
+def test_broken_body_is_seen_inside_the_pipeline(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A body cut short is read inside the adapter, so policies see the failure."""
+    seen: list[str] = []
+
+    def watch(call: Call, next: Next) -> requests.Response:
+        try:
+            return next(call)
+        except requests.RequestException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    mount(session, fake_vinci.base_url + "/", Pipeline(watch, APIKeyAuth(fake_vinci.api_key)))
+    fake_vinci.script(Fault.truncated())
+    with pytest.raises(requests.ConnectionError):
+        session.get(fake_vinci.url("/billing/balance"))
+    assert seen == ["APIConnectionError"]
+
+
+def test_pool_size_is_a_setting(fake_vinci: FakeVinciServer, session: requests.Session) -> None:
+    """pool_maxsize reaches the transport's pool; bad values fail when mounted."""
+    vinci_session(fake_vinci, session, pool_maxsize=24)
+    adapter = session.get_adapter(fake_vinci.base_url + "/")
+    assert isinstance(adapter, PipelineAdapter)
+    transport = adapter.transport
+    assert isinstance(transport, HTTPAdapter)
+    assert transport._pool_maxsize == 24  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="pool_maxsize must be an int from 1"):
+        mount(session, "https://x/", Pipeline(), pool_maxsize=0)
+    with pytest.raises(ConfigurationError, match="prefix must start with http"):
+        mount(session, "ftp://x/", Pipeline())
+
+
+def test_sixteen_threads_share_a_session_without_discarding_connections(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """With the default pool, 16 threads reuse connections instead of discarding them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vinci_session(fake_vinci, session)
+    fake_vinci.set_latency(0.02)
+    url = fake_vinci.url("/billing/balance")
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: session.get(url).status_code, range(64)))
+    assert statuses == [200] * 64
+    connections = {r.connection_id for r in fake_vinci.requests}
+    assert len(connections) <= 16

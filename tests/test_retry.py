@@ -405,26 +405,51 @@ def test_requests_timeout_tuple_is_cut_too() -> None:
 # -- the budget -----------------------------------------------------------------------------
 
 
-def test_budget_caps_retries_and_waits_patiently_then_fails() -> None:
+def _drained(max_tokens: float = 1.0) -> RetryBudget:
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=max_tokens)
+    while budget.try_spend(FakeClock().monotonic()):
+        pass
+    return budget
+
+
+def test_budget_empty_waits_patiently_then_fails_with_its_own_error() -> None:
     """With no token, the call waits its backoff steps and fails with its own error."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=1.0)
-    retry = Retry(budget=budget, max_attempts=5, jitter="none", initial_delay=1.0)
+    retry = Retry(budget=_drained(), max_attempts=5, jitter="none", initial_delay=1.0)
     transport, clock, exc = go(retry, response(503))
     assert isinstance(exc, RetryBudgetExhaustedError)
-    assert len(transport.calls) == 2  # one token, one retry
+    assert len(transport.calls) == 1
     assert clock.sleeps == [1, 2, 4, 8]  # the same patience as without a budget
-    assert isinstance(exc.__cause__, ServerError) or exc.response is not None
+    assert exc.response is not None
+    assert exc.response.status_code == 503
     assert exc.history[-1].reason == "retry budget empty"
+
+
+def test_budget_keeps_its_last_token_for_last_attempts() -> None:
+    """Early retries leave one token; the call's last attempt may take it."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
+    retry = Retry(budget=budget, max_attempts=5, jitter="none", initial_delay=1.0)
+    transport, clock, exc = go(retry, response(503))
+    assert isinstance(exc, ServerError)
+    assert [c.attempt for c in transport.calls] == [1, 2, 3]
+    assert clock.sleeps == [1, 2, 4, 8]  # attempts 2 and 3 went at the first and last step
+    assert exc.history[-1].reason == "attempts exhausted"
 
 
 def test_budget_fail_fast() -> None:
     """fail_fast_on_budget fails at once when no token is free."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=1.0)
-    retry = Retry(budget=budget, fail_fast_on_budget=True, jitter="none", initial_delay=1.0)
+    retry = Retry(budget=_drained(), fail_fast_on_budget=True, jitter="none", initial_delay=1)
     transport, clock, exc = go(retry, response(503))
     assert isinstance(exc, RetryBudgetExhaustedError)
-    assert len(transport.calls) == 2
-    assert clock.sleeps == [1.0]
+    assert len(transport.calls) == 1
+    assert clock.sleeps == []
+
+
+def test_successful_retry_gives_its_token_back() -> None:
+    """A retry that works costs no token: the server is back."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
+    go(Retry(budget=budget), response(503), response(200))
+    assert budget.snapshot()["tokens"] == 2.0
+    assert budget.snapshot()["spent"] == 0
 
 
 def test_budget_refills_from_first_attempts_and_time() -> None:
@@ -443,22 +468,23 @@ def test_budget_refills_from_first_attempts_and_time() -> None:
 
 def test_budget_token_is_refunded_when_the_breaker_blocks_the_retry() -> None:
     """A retry stopped by an open breaker never hit the wire and costs no token."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=1.0)
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
     retry = Retry(budget=budget, max_attempts=3)
-    go(
+    _, _, exc = go(
         retry,
         response(503),
         CircuitOpenError("open", breaker="h", retry_after=1.0),
-        response(200),
+        response(503),
     )
-    assert budget.snapshot()["tokens"] == 0.0  # one spent on the retry that reached the wire
+    assert isinstance(exc, ServerError)
+    assert budget.snapshot()["tokens"] == 1.0  # only the retry that reached the wire paid
 
 
 def test_budget_is_shared_across_calls() -> None:
     """Every call through one Retry draws from the same bucket."""
     budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
     retry = Retry(budget=budget, max_attempts=2, fail_fast_on_budget=True)
-    results = [go(retry, response(503))[2] for _ in range(3)]
+    results = [go(retry, response(503))[2] for _ in range(3)]  # last attempts may empty it
     assert [type(r).__name__ for r in results] == [
         "ServerError",
         "ServerError",

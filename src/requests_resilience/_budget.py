@@ -2,10 +2,12 @@
 
 In the spirit of Finagle's ``RetryBudget`` and botocore's retry quota: every first
 attempt deposits `ratio` of a token, a floor of `min_per_second` tokens trickles in
-with time, and every retry takes a whole token. In normal operation retries are rare
-and the bucket stays full; in an outage, when every call wants to retry, retries can
-add at most about `ratio` to the load (plus the floor), instead of multiplying it by
-the number of attempts.
+with time, and every retry takes a whole token. A retry that succeeds
+gives its token back, as botocore's quota does: so retries are capped only while they
+keep failing, and when a server recovers, one token lets the waiting calls through one
+after another. In an outage, when every call wants to retry, retries add at most about
+`ratio` to the load (plus the floor), instead of multiplying it by the number of
+attempts.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ class RetryBudget:
         ratio: tokens each first attempt deposits, i.e. the share of first attempts
             that may be retried in a sustained failure; 0.0 to 1.0 (default 0.2).
         min_per_second: tokens added per second regardless of traffic, so that a
-            client with little traffic can still retry; 0.0 to 100.0 (default 0.5).
+            client with little traffic can still retry; 0.0 to 100.0 (default 0.2).
         max_tokens: the bucket's capacity, and its content at start; 1.0 to 10000.0
-            (default 3.0). Bounds the burst of retries an outage can cause at once.
+            (default 2.0). Bounds the burst of retries an outage can cause at once.
 
     Raises:
         ConfigurationError: an option is out of range.
@@ -58,7 +60,7 @@ class RetryBudget:
     __slots__ = ("_settings", "_state")
 
     def __init__(
-        self, *, ratio: float = 0.2, min_per_second: float = 0.5, max_tokens: float = 3.0
+        self, *, ratio: float = 0.2, min_per_second: float = 0.2, max_tokens: float = 2.0
     ) -> None:
         _check("ratio", ratio, 0.0, 1.0)
         _check("min_per_second", min_per_second, 0.0, 100.0)
@@ -100,12 +102,19 @@ class RetryBudget:
             state.tokens = min(self._settings.max_tokens, state.tokens + self._settings.ratio)
             state.deposits += 1
 
-    def try_spend(self, now: float) -> bool:
-        """Take a token for one retry; False (and nothing taken) when the bucket is empty."""
+    def try_spend(self, now: float, *, keep: float = 0.0) -> bool:
+        """Take a token for one retry; False (and nothing taken) when too few are left.
+
+        Args:
+            now: the current time on the pipeline's clock.
+            keep: tokens that must remain after this one is taken. The retry policy
+                keeps one for calls' *last* attempts: when tokens are scarce (an
+                outage), they go to the attempts most likely to land after recovery.
+        """
         state = self._state
         with state.lock:
             self._refill(now)
-            if state.tokens >= 1.0:
+            if state.tokens >= 1.0 + keep:
                 state.tokens -= 1.0
                 state.spent += 1
                 return True
@@ -113,7 +122,7 @@ class RetryBudget:
             return False
 
     def refund(self) -> None:
-        """Give back a token whose retry never reached the wire (e.g. an open breaker)."""
+        """Give back a retry's token: it succeeded, or never reached the wire."""
         state = self._state
         with state.lock:
             state.tokens = min(self._settings.max_tokens, state.tokens + 1.0)

@@ -295,8 +295,11 @@ class Retry:
             except requests.RequestException as exc:  # APIError is one
                 error = exc
             outcome = self.classify(response, error)
-            if outcome is Outcome.SUCCESS and attempt == 1:
-                return response  # type: ignore[return-value] # the hot path: nothing to record
+            if outcome is Outcome.SUCCESS:
+                if attempt == 1:
+                    return response  # type: ignore[return-value] # the hot path: nothing to record
+                if budget is not None:
+                    budget.refund()  # a retry that worked costs nothing: the server is back
             record = Attempt(
                 number=attempt,
                 status_code=response.status_code if response is not None else None,
@@ -332,13 +335,21 @@ class Retry:
                 if server_wait is not None:
                     wait = server_wait
                 else:
-                    wait = self._backoff(slot, previous_wait, clock.random())
+                    # A step that only waits for a budget token sends nothing, so it needs
+                    # no jitter: it waits the full backoff, keeping the caller's patience.
+                    wait = self._backoff(slot, previous_wait, 1.0 if blocked else clock.random())
                     previous_wait = wait
                 now = clock.monotonic()
                 if deadline is not None and now + wait > deadline:
                     stop = "deadline would pass during the wait"
                     break
-                if budget is not None and self.fail_fast_on_budget and not budget.try_spend(now):
+                # The call's last attempt may take the last token; earlier ones leave one.
+                keep = 0.0 if slot + 1 >= self.max_attempts else 1.0
+                if (
+                    budget is not None
+                    and self.fail_fast_on_budget
+                    and not budget.try_spend(now, keep=keep)
+                ):
                     blocked = True
                     break
                 reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
@@ -359,7 +370,7 @@ class Retry:
                 if (
                     budget is None
                     or self.fail_fast_on_budget
-                    or budget.try_spend(clock.monotonic())
+                    or budget.try_spend(clock.monotonic(), keep=keep)
                 ):
                     break
                 blocked = True  # no token: keep our patience and wait for the next step
@@ -499,11 +510,12 @@ class Retry:
     ) -> Response:
         history.append(_with_wait(record, record.wait, "retry budget empty"))
         final = tuple(history)
-        last = record.outcome
+        request = response.request if response is not None else getattr(error, "request", None)
+        target = f" for {request.method} {_safe_url(request.url)}" if request is not None else ""
         exc = RetryBudgetExhaustedError(
-            f"retry budget exhausted: {len(final)} attempt(s), the last got {last}; "
-            "retries are capped to protect a struggling server",
-            request=response.request if response is not None else getattr(error, "request", None),
+            f"retry budget exhausted{target}: {len(final)} attempt(s), the last got "
+            f"{record.outcome}; retries are capped while they keep failing, to spare the server",
+            request=request,
             response=response,
         )
         exc.history = final

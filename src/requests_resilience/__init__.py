@@ -18,6 +18,13 @@ private.
 
 from requests_resilience._adapter import PipelineAdapter, mount
 from requests_resilience._auth import APIKeyAuth
+from requests_resilience._breaker import (
+    BreakerStatus,
+    CircuitBreaker,
+    breaker_key_by_endpoint,
+    breaker_key_by_host,
+    is_breaker_failure,
+)
 from requests_resilience._budget import RetryBudget
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
 from requests_resilience._errors import (
@@ -66,7 +73,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BreakerStateChange",
+    "BreakerStatus",
     "Call",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
@@ -89,7 +98,10 @@ __all__ = [
     "StatusErrors",
     "SystemClock",
     "attempts_of",
+    "breaker_key_by_endpoint",
+    "breaker_key_by_host",
     "classify_outcome",
+    "is_breaker_failure",
     "is_testing",
     "mount",
     "no_waits",

@@ -129,7 +129,7 @@ def test_no_connection_leaks_with_a_pool_of_one(
     assert isinstance(adapter, PipelineAdapter)
     transport = adapter.transport
     assert isinstance(transport, HTTPAdapter)
-    pools = [transport.poolmanager.pools[key] for key in transport.poolmanager.pools.keys()]
+    pools = [transport.poolmanager.pools[key] for key in transport.poolmanager.pools.keys()]  # noqa: SIM118 - a RecentlyUsedContainer is not iterable
     assert fake_vinci.request_count == 30
     assert [pool.num_connections for pool in pools] == [1]
     assert len({r.connection_id for r in fake_vinci.requests}) == 1

@@ -1,0 +1,674 @@
+"""The `CircuitBreaker` policy: fail fast while a server is failing, then probe it.
+
+Built on pybreaker's states and storages (memory, or Redis to share state across
+processes), but never on ``pybreaker.CircuitBreaker.call()``: that method holds a lock
+for the whole guarded call, so threads sharing a breaker would run one at a time, and
+it opens on N *consecutive* failures. This policy drives the state itself around
+``next(call)`` with short critical sections of its own (see `_breaker_storage`), and
+opens on a failure *ratio* over a sliding time window, given a minimum of calls::
+
+                    failure ratio >= failure_ratio over `window`,
+                    with at least `minimum_calls` calls
+        ┌────────┐ ─────────────────────────────────────────▶ ┌──────┐
+        │ closed │                                             │ open │ ◀─┐
+        └────────┘ ◀──────────┐                                └──────┘   │
+                              │ half_open_probes successes         │      │ a probe
+                              │                    break_duration  │      │ fails
+                        ┌───────────┐ ◀────────────────────────────┘      │
+                        │ half_open │ ────────────────────────────────────┘
+                        └───────────┘
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import requests
+import structlog
+
+from requests_resilience._breaker_storage import (
+    STATE_CLOSED,
+    STATE_HALF_OPEN,
+    STATE_OPEN,
+    Admission,
+    BreakerStorage,
+    FailoverStorage,
+    MemoryBreakerStorage,
+    RedisLink,
+    Rules,
+    Transition,
+    import_redis,
+)
+from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._errors import (
+    APIConnectionError,
+    APIStatusError,
+    CircuitOpenError,
+    ConfigurationError,
+    _safe_url,
+)
+from requests_resilience._events import BreakerStateChange
+from requests_resilience._telemetry import breaker_state_changed
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from requests import Response
+
+    from requests_resilience._pipeline import Call, Next
+
+__all__ = [
+    "BreakerListener",
+    "BreakerStatus",
+    "CircuitBreaker",
+    "breaker_key_by_endpoint",
+    "breaker_key_by_host",
+    "is_breaker_failure",
+]
+
+_log = structlog.get_logger("requests_resilience")
+
+_DAY = 86_400.0
+_BUCKETS = 10  # the window slides a tenth at a time
+_REDIS_TIMEOUT = 0.5  # seconds, to connect to Redis and for each command
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_PUBLIC_STATES = {
+    STATE_CLOSED: "closed",
+    STATE_OPEN: "open",
+    STATE_HALF_OPEN: "half_open",
+}
+
+#: A function called with every state change of a `CircuitBreaker`.
+BreakerListener: TypeAlias = "Callable[[BreakerStateChange], None]"
+
+
+# -- what counts, and how calls are grouped -----------------------------------------
+
+
+def is_breaker_failure(outcome: Response | BaseException) -> bool:
+    """The default answer to "does this outcome count against the server?".
+
+    Failures: a 5xx response (or an `APIStatusError` with a 5xx status, if a
+    `StatusErrors` policy sits inside the breaker), a connection error or a timeout
+    (the `APIConnectionError` family, or plain ``requests.ConnectionError`` /
+    ``requests.Timeout``). Not failures: 1xx-4xx responses, 429 included (the server is
+    answering, and the rate limit is the retry's business), and every other exception.
+    A `CircuitOpenError` from an inner breaker never reaches this function: the
+    policy ignores it (it is neither a failure nor a success).
+
+    Replace it with ``CircuitBreaker(is_failure=...)``, usually delegating to it::
+
+        def is_failure(outcome):
+            if isinstance(outcome, requests.Response) and outcome.status_code == 501:
+                return False  # "not implemented" is not an outage
+            return is_breaker_failure(outcome)
+
+    Args:
+        outcome: the response that came back, or the exception that was raised.
+
+    Returns:
+        True when the outcome counts as a failure.
+    """
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, APIStatusError):
+            return outcome.status_code >= 500
+        return isinstance(
+            outcome, (APIConnectionError, requests.ConnectionError, requests.Timeout)
+        )
+    return bool(outcome.status_code >= 500)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        port = None
+    origin = f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
+    return origin, parts.path or "/"
+
+
+def breaker_key_by_host(call: Call) -> str:
+    """One breaker per origin: ``"https://api.example.com:443"`` (the default key).
+
+    Example:
+        >>> CircuitBreaker(key=breaker_key_by_host)  # doctest: +SKIP
+    """
+    return _origin(call.request.url or "")[0]
+
+
+def breaker_key_by_endpoint(call: Call) -> str:
+    """One breaker per origin and path: ``"https://api.example.com:443/v1/jobs"``.
+
+    The query is left out. Use it when endpoints fail independently, so that one
+    failing endpoint does not cut off the others; paths with ids in them make one
+    breaker per resource, so map those to a pattern in your own key function.
+
+    Example:
+        >>> CircuitBreaker(key=breaker_key_by_endpoint)  # doctest: +SKIP
+    """
+    origin, path = _origin(call.request.url or "")
+    return origin + path
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def _seconds(option: str, value: float | timedelta, low: float, high: float) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"CircuitBreaker {option} must be a number of seconds or a timedelta, got {value!r}"
+        raise ConfigurationError(msg)
+    if not low <= value <= high:
+        msg = f"CircuitBreaker {option} must be from {low:g} to {high:g} seconds, got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+def _int(option: str, value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        msg = f"CircuitBreaker {option} must be an int from {low} to {high}, got {value!r}"
+        raise ConfigurationError(msg)
+    return value
+
+
+def _redacted_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Settings:
+    rules: Rules
+    key: Callable[[Call], str]
+    is_failure: Callable[[Response | BaseException], bool]
+    listeners: tuple[BreakerListener, ...]
+    namespace: str
+    storage: str  # "memory", or the Redis location without its password
+
+
+# -- inspection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStatus:
+    """A read-only picture of one key's breaker, from `CircuitBreaker.status()`.
+
+    The state and the window come from the storage (shared, with Redis); the totals
+    count what *this* process's policy did since it was built.
+
+    Attributes:
+        key: the breaker's key (e.g. ``"https://api.example.com:443"``).
+        state: ``"closed"``, ``"open"`` or ``"half_open"``.
+        window_calls: calls counted in the current window (closed state only; the
+            window starts empty each time the breaker closes).
+        window_failures: of those, how many failed.
+        retry_after: when open, seconds until a probe is let through; else None.
+        probes_in_flight: when half-open, probes sent and not yet back.
+        sent: calls this policy let through to the server.
+        failed: of those, how many counted as failures.
+        rejected: calls this policy failed fast with `CircuitOpenError`.
+        opened: how many times this policy opened the breaker.
+        shared: whether the state is shared between processes (Redis).
+    """
+
+    key: str
+    state: str
+    window_calls: int
+    window_failures: int
+    retry_after: float | None
+    probes_in_flight: int
+    sent: int
+    failed: int
+    rejected: int
+    opened: int
+    shared: bool
+
+    @property
+    def failure_ratio(self) -> float | None:
+        """Failures / calls in the window, or None for an empty window."""
+        return self.window_failures / self.window_calls if self.window_calls else None
+
+
+class _Cell:
+    """One key's storage, and what this process did with it (under a short lock)."""
+
+    __slots__ = ("clock", "failed", "lock", "opened", "rejected", "sent", "storage")
+
+    def __init__(self, storage: BreakerStorage) -> None:
+        self.storage = storage
+        self.lock = threading.Lock()
+        self.clock: Clock = SystemClock()
+        self.sent = 0
+        self.failed = 0
+        self.rejected = 0
+        self.opened = 0
+
+
+# -- the policy ------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """Fail fast, without touching the network, while a server keeps failing.
+
+    While **closed**, every outcome lands in a sliding window; when at least
+    `minimum_calls` calls in the last `window` seconds failed in a share of at least
+    `failure_ratio`, the breaker **opens**: calls fail at once with `CircuitOpenError`
+    (in microseconds, no I/O), whose ``retry_after`` says when a probe will be let
+    through. After `break_duration` it is **half-open**: `half_open_probes` calls go out
+    as probes, at the same time; when they all succeed it closes, when one fails it
+    opens for another `break_duration`. Other calls meanwhile get `CircuitOpenError`
+    with a short ``retry_after``.
+
+    What counts as a failure is `is_failure` (default `is_breaker_failure`: 5xx,
+    connection errors, timeouts; never 4xx or 429). Responses pass through unchanged,
+    5xx included (the outer `StatusErrors` raises for them); exceptions are re-raised
+    after being counted. Breakers are made lazily per `key` (default: per origin), so
+    one failing host or endpoint does not cut off the others.
+
+    Threads share a breaker without waiting on each other: no lock is held while the
+    request is on the wire. Time comes from the pipeline's clock (``monotonic()``; with
+    Redis, ``time()``, so that hosts agree), so tests run on a `FakeClock`.
+
+    Where it goes, and how it plays with `Retry`::
+
+        StatusErrors ─▶ Retry ─▶ CircuitBreaker ─▶ APIKeyAuth ─▶ Tracing ─▶ transport
+                          ▲            │
+                          │            ├─ closed / probe: next(call); count the outcome
+                          │            └─ open: raise CircuitOpenError(retry_after), no I/O
+                          └─ waits retry_after if the call's deadline allows it and it
+                             is under max_retry_after, else fails at once
+
+    Inside the retry, every wire attempt is counted; an open breaker's
+    ``retry_after`` is treated like a server's ``Retry-After``, so during an outage a
+    fleet sends a few probes per `break_duration` instead of a request per caller per
+    backoff step. A rate limit, if any, goes right after the breaker: an open circuit
+    then spends no token, and a local rate-limit refusal is not a server failure.
+    Outside a retry, `CircuitOpenError` simply reaches the caller.
+
+    With `redis_url` (or `redis_client`) the state is shared by every process that uses
+    the same Redis, `name` and `namespace`: when one process opens the breaker, the
+    others fail fast too. pybreaker's ``CircuitRedisStorage`` keys hold the state; the
+    window and the probe permits sit next to them, updated by Lua scripts (one round
+    trip per step). If Redis fails, calls go on with each process's own state in
+    memory; this is logged once, and Redis is tried again every few seconds.
+
+    Args:
+        failure_ratio: the share of failed calls in the window that opens the breaker;
+            more than 0.0, at most 1.0 (default 0.5).
+        minimum_calls: calls the window must hold before the ratio is judged; 1 to
+            1,000,000 (default 10).
+        window: the sliding window, in seconds or a timedelta; 0.001 to 86400 (default
+            10). It slides a tenth at a time.
+        break_duration: how long the breaker stays open before probing, in seconds or
+            a timedelta; 0.001 to 86400 (default 30).
+        half_open_probes: probes let through at once when half-open, all of which must
+            succeed to close it; 1 to 1000 (default 1).
+        key: ``Call -> str``, which breaker a call belongs to (default
+            `breaker_key_by_host`; see also `breaker_key_by_endpoint`).
+        is_failure: ``Response | BaseException -> bool`` (default `is_breaker_failure`).
+        listeners: functions called with a `BreakerStateChange` on every state change
+            this process makes (after the telemetry hook). A listener that raises is
+            logged and ignored.
+        redis_url: share the state through this Redis (``redis://``, ``rediss://`` or
+            ``unix://``); needs the ``redis`` extra.
+        redis_client: or share it through this `redis.Redis` client.
+        namespace: the prefix of the Redis keys.
+        name: the policy's name in descriptions, logs and Redis keys.
+
+    Raises:
+        ConfigurationError: an option is out of range (the message names it and its
+            range), or both `redis_url` and `redis_client` are given.
+        ImportError: Redis is asked for but the ``redis`` package is not installed.
+
+    Example:
+        >>> from requests_resilience import CircuitBreaker, Pipeline, Retry, StatusErrors
+        >>> breaker = CircuitBreaker(failure_ratio=0.5, minimum_calls=20, break_duration=15)
+        >>> pipeline = Pipeline(StatusErrors(), Retry(timeout=60), breaker)
+        >>> breaker.state("https://api.example.com:443")
+        'closed'
+    """
+
+    __slots__ = ("_cells", "_cells_lock", "_link", "_name", "_secrets", "_settings")
+
+    def __init__(
+        self,
+        *,
+        failure_ratio: float = 0.5,
+        minimum_calls: int = 10,
+        window: float | timedelta = 10.0,
+        break_duration: float | timedelta = 30.0,
+        half_open_probes: int = 1,
+        key: Callable[[Call], str] = breaker_key_by_host,
+        is_failure: Callable[[Response | BaseException], bool] = is_breaker_failure,
+        listeners: BreakerListener | Iterable[BreakerListener] = (),
+        redis_url: str | None = None,
+        redis_client: Redis | None = None,
+        namespace: str = "requests_resilience:breaker",
+        name: str = "circuit_breaker",
+    ) -> None:
+        if (
+            isinstance(failure_ratio, bool)
+            or not isinstance(failure_ratio, int | float)
+            or not 0.0 < failure_ratio <= 1.0
+        ):
+            msg = (
+                "CircuitBreaker failure_ratio must be a number more than 0.0 and at most "
+                f"1.0, got {failure_ratio!r}"
+            )
+            raise ConfigurationError(msg)
+        minimum_calls = _int("minimum_calls", minimum_calls, 1, 1_000_000)
+        window_s = _seconds("window", window, 0.001, _DAY)
+        break_s = _seconds("break_duration", break_duration, 0.001, _DAY)
+        half_open_probes = _int("half_open_probes", half_open_probes, 1, 1000)
+        if not callable(key):
+            msg = "CircuitBreaker key must be a function Call -> str"
+            raise ConfigurationError(msg)
+        if not callable(is_failure):
+            msg = "CircuitBreaker is_failure must be a function (response or exception) -> bool"
+            raise ConfigurationError(msg)
+        hooks = (listeners,) if callable(listeners) else tuple(listeners)
+        if not all(callable(h) for h in hooks):
+            msg = (
+                "CircuitBreaker listeners must be a function, or functions, taking a "
+                "BreakerStateChange"
+            )
+            raise ConfigurationError(msg)
+        for option, text in (("namespace", namespace), ("name", name)):
+            if not isinstance(text, str) or not text.strip():
+                msg = f"CircuitBreaker {option} must be a non-empty string, got {text!r}"
+                raise ConfigurationError(msg)
+        if redis_url is not None and redis_client is not None:
+            msg = "CircuitBreaker takes redis_url or redis_client, not both"
+            raise ConfigurationError(msg)
+
+        secrets: tuple[str, ...] = ()
+        link: RedisLink | None = None
+        storage = "memory"
+        if redis_url is not None or redis_client is not None:
+            redis = import_redis()
+            if redis_url is not None:
+                if not isinstance(redis_url, str) or not redis_url.startswith(
+                    ("redis://", "rediss://", "unix://")
+                ):
+                    msg = (
+                        "CircuitBreaker redis_url must start with redis://, rediss:// or "
+                        f"unix://, got {_redacted_url(str(redis_url))!r}"
+                    )
+                    raise ConfigurationError(msg)
+                storage = _redacted_url(redis_url)
+                password = urllib.parse.urlsplit(redis_url).password
+                secrets = (urllib.parse.unquote(password),) if password else ()
+                # Short timeouts and one immediate retry (for a pooled connection that
+                # went stale): redis-py's default of 10 retries with backoff would hold
+                # every call for seconds while Redis is down.
+                redis_client = redis.Redis.from_url(
+                    redis_url,
+                    socket_timeout=_REDIS_TIMEOUT,
+                    socket_connect_timeout=_REDIS_TIMEOUT,
+                    retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+                )
+            else:
+                storage = "redis (client)"
+            link = RedisLink(
+                redis_client,  # type: ignore[arg-type]
+                where=storage,
+                policy=name,
+                errors=(redis.RedisError, OSError),
+            )
+
+        self._settings = _Settings(
+            rules=Rules(
+                failure_ratio=float(failure_ratio),
+                minimum_calls=minimum_calls,
+                window=window_s,
+                buckets=_BUCKETS,
+                break_duration=break_s,
+                half_open_probes=half_open_probes,
+                probe_retry_after=min(1.0, break_s / 10),
+            ),
+            key=key,
+            is_failure=is_failure,
+            listeners=hooks,
+            namespace=namespace,
+            storage=storage,
+        )
+        self._name = name
+        self._secrets = secrets
+        self._link = link
+        self._cells: dict[str, _Cell] = {}
+        self._cells_lock = threading.Lock()
+
+    # -- settings ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The policy's name in descriptions, logs, spans and Redis keys."""
+        return self._name
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The Redis password, if any, for the pipeline's redactor."""
+        return self._secrets
+
+    @property
+    def failure_ratio(self) -> float:
+        """The share of failed calls in the window that opens the breaker."""
+        return self._settings.rules.failure_ratio
+
+    @property
+    def minimum_calls(self) -> int:
+        """Calls the window must hold before the ratio is judged."""
+        return self._settings.rules.minimum_calls
+
+    @property
+    def window(self) -> float:
+        """The sliding window, in seconds."""
+        return self._settings.rules.window
+
+    @property
+    def break_duration(self) -> float:
+        """Seconds the breaker stays open before probing."""
+        return self._settings.rules.break_duration
+
+    @property
+    def half_open_probes(self) -> int:
+        """Probes let through at once when half-open."""
+        return self._settings.rules.half_open_probes
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is shared between processes through Redis."""
+        return self._link is not None
+
+    # -- the policy ----------------------------------------------------------------
+
+    def send(self, call: Call, next: Next) -> Response:
+        """Send the call unless the breaker is open; count its outcome."""
+        settings = self._settings
+        rules = settings.rules
+        key = settings.key(call)
+        cell = self._cells.get(key) or self._cell(key)
+        clock = call.clock
+        cell.clock = clock
+        storage = cell.storage
+        shared = storage.shared
+        admission = storage.admit(clock.time() if shared else clock.monotonic(), rules)
+        if admission.transition is not None:
+            self._announce(key, admission.transition)
+        if not admission.allowed:
+            with cell.lock:
+                cell.rejected += 1
+            raise self._open_error(key, admission, call)
+        probe = admission.probe
+        try:
+            response = next(call)
+        except CircuitOpenError:
+            storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
+            raise  # an inner breaker's refusal: nothing reached the server
+        except Exception as exc:
+            self._count(key, cell, exc, probe, clock)
+            raise
+        except BaseException:
+            storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
+            raise
+        self._count(key, cell, response, probe, clock)
+        return response
+
+    def _count(
+        self, key: str, cell: _Cell, outcome: Response | Exception, probe: bool, clock: Clock
+    ) -> None:
+        storage = cell.storage
+        now = clock.time() if storage.shared else clock.monotonic()
+        try:
+            failed = bool(self._settings.is_failure(outcome))
+        except BaseException:
+            storage.release(now, probe=probe)
+            with cell.lock:
+                cell.sent += 1
+            raise
+        transition = storage.record(now, self._settings.rules, failed=failed, probe=probe)
+        with cell.lock:
+            cell.sent += 1
+            if failed:
+                cell.failed += 1
+            if transition is not None and transition.new == STATE_OPEN:
+                cell.opened += 1
+        if transition is not None:
+            self._announce(key, transition)
+
+    def _cell(self, key: str) -> _Cell:
+        with self._cells_lock:
+            cell = self._cells.get(key)
+            if cell is None:
+                storage: BreakerStorage
+                if self._link is not None:
+                    namespace = f"{self._settings.namespace}:{self._name}:{{{key}}}"
+                    storage = FailoverStorage(self._link, namespace, _BUCKETS)
+                else:
+                    storage = MemoryBreakerStorage(_BUCKETS)
+                cell = self._cells[key] = _Cell(storage)
+            return cell
+
+    def _open_error(self, key: str, admission: Admission, call: Call) -> CircuitOpenError:
+        request = call.request
+        target = f"{request.method} {_safe_url(request.url)}"
+        wait = admission.retry_after
+        if admission.state == STATE_HALF_OPEN:
+            probes = self._settings.rules.half_open_probes
+            why = (
+                f"is half-open and its {probes} probe{'s' if probes > 1 else ''} "
+                f"{'are' if probes > 1 else 'is'} in flight"
+            )
+            when = f"try again in {wait:.3g}s"
+        else:
+            why = "is open after sustained server failures"
+            when = f"it lets a probe through in {wait:.3g}s"
+        message = f"circuit breaker {key!r} {why}: {target} was not sent; {when}"
+        return CircuitOpenError(
+            call.redactor.redact(message), breaker=key, retry_after=wait, request=request
+        )
+
+    def _announce(self, key: str, transition: Transition) -> None:
+        calls, failures = transition.calls, transition.failures
+        change = BreakerStateChange(
+            breaker=key,
+            old_state=_PUBLIC_STATES.get(transition.old, transition.old),
+            new_state=_PUBLIC_STATES.get(transition.new, transition.new),
+            failure_ratio=failures / calls if calls and failures is not None else None,
+            calls=calls,
+            retry_after=self.break_duration if transition.new == STATE_OPEN else None,
+        )
+        for hook in (breaker_state_changed, *self._settings.listeners):
+            try:
+                hook(change)
+            except Exception:  # a broken listener must not fail the call
+                _log.exception(
+                    "circuit_breaker_listener_failed",
+                    policy=self._name,
+                    listener=getattr(hook, "__qualname__", repr(hook)),
+                    breaker=key,
+                )
+
+    # -- inspection ----------------------------------------------------------------
+
+    def state(self, key: str) -> str:
+        """The state of `key`'s breaker: ``"closed"``, ``"open"`` or ``"half_open"``.
+
+        With Redis this is the shared state, even for a key this process has not used.
+        """
+        return self.status(key).state
+
+    def status(self, key: str) -> BreakerStatus:
+        """A read-only picture of `key`'s breaker (see `BreakerStatus`).
+
+        Time is read from the clock of the last call through that key.
+        """
+        cell = self._cells.get(key) or self._cell(key)
+        clock = cell.clock
+        storage = cell.storage
+        stored = storage.read(
+            clock.time() if storage.shared else clock.monotonic(), self._settings.rules
+        )
+        with cell.lock:
+            sent, failed, rejected, opened = cell.sent, cell.failed, cell.rejected, cell.opened
+        return BreakerStatus(
+            key=key,
+            state=_PUBLIC_STATES.get(stored.state, stored.state),
+            window_calls=stored.calls,
+            window_failures=stored.failures,
+            retry_after=stored.retry_after,
+            probes_in_flight=stored.probes_in_flight,
+            sent=sent,
+            failed=failed,
+            rejected=rejected,
+            opened=opened,
+            shared=storage.shared,
+        )
+
+    def snapshot(self) -> Mapping[str, BreakerStatus]:
+        """The status of every key this policy has seen, by key (a read-only mapping)."""
+        keys = sorted(self._cells)
+        return MappingProxyType({key: self.status(key) for key in keys})
+
+    def __repr__(self) -> str:
+        s = self._settings
+        r = s.rules
+        parts = [
+            f"failure_ratio={r.failure_ratio}",
+            f"minimum_calls={r.minimum_calls}",
+            f"window={r.window}",
+            f"break_duration={r.break_duration}",
+            f"half_open_probes={r.half_open_probes}",
+            f"key={_func_name(s.key)}",
+        ]
+        if s.is_failure is not is_breaker_failure:
+            parts.append(f"is_failure={_func_name(s.is_failure)}")
+        if s.listeners:
+            parts.append(f"listeners=<{len(s.listeners)}>")
+        parts.append(f"storage={s.storage!r}")
+        if self._name != "circuit_breaker":
+            parts.append(f"name={self._name!r}")
+        return f"CircuitBreaker({', '.join(parts)})"
+
+
+def _func_name(func: Any) -> str:
+    return str(getattr(func, "__qualname__", None) or type(func).__name__)

@@ -1,0 +1,736 @@
+"""Where a `CircuitBreaker` keeps its state: pybreaker's storages, plus atomic steps.
+
+pybreaker's storages hold a breaker's state (``closed``, ``open``, ``half-open``), when
+it opened, and its failure and success counters; `pybreaker.CircuitRedisStorage` keeps
+them in Redis under ``<namespace>:pybreaker:<field>``, so that processes share them.
+What pybreaker lacks is what a ratio breaker that never serialises threads needs: a
+sliding window of outcomes, a count of half-open probes in flight, and transitions
+that happen *atomically* with the read that decides them, so that two threads (or two
+processes) that see the same failure do not both open the breaker. So each storage
+here extends a pybreaker storage with four steps:
+
+- ``admit(now, rules)``: may a call go out? Moves ``open`` to ``half-open`` when the
+  break is over and hands out probe permits.
+- ``record(now, rules, failed=..., probe=...)``: count an outcome, and open or close the
+  breaker when the rules say so.
+- ``release(now, probe=...)``: a call ended without an outcome that counts (its permit
+  is given back).
+- ``read(now, rules)``: the state and the window's counts, for inspection.
+
+Each step is one short critical section: a `threading.Lock` in memory, one Lua script
+(a single round trip, atomic in Redis) for Redis. No lock is ever held while the
+request itself is on the wire.
+
+The window is a ring of ``rules.buckets`` time buckets: an outcome leaves it a bucket
+(a tenth of the window by default) at a time. In Redis the buckets are fields of one
+hash per breaker, summed and pruned by the same script that counts the outcome.
+
+`FailoverStorage` puts a memory storage behind the Redis one: when Redis fails, each
+process carries on with its own state (logged once), and retries Redis every few
+seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import pybreaker
+import structlog
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = [
+    "ADMITTED",
+    "STATE_CLOSED",
+    "STATE_HALF_OPEN",
+    "STATE_OPEN",
+    "Admission",
+    "BreakerStorage",
+    "FailoverStorage",
+    "MemoryBreakerStorage",
+    "RedisBreakerStorage",
+    "RedisLink",
+    "Rules",
+    "StoredState",
+    "Transition",
+    "import_redis",
+]
+
+STATE_CLOSED: str = pybreaker.STATE_CLOSED
+STATE_OPEN: str = pybreaker.STATE_OPEN
+STATE_HALF_OPEN: str = pybreaker.STATE_HALF_OPEN
+
+#: Seconds a policy keeps to its local fallback after a Redis error before trying again.
+REDIS_RETRY_INTERVAL = 5.0
+
+_log = structlog.get_logger("requests_resilience")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """The settings a storage needs to decide admissions and transitions."""
+
+    failure_ratio: float
+    minimum_calls: int
+    window: float
+    buckets: int
+    break_duration: float
+    half_open_probes: int
+    probe_retry_after: float
+
+    @property
+    def bucket_width(self) -> float:
+        """Seconds covered by one bucket of the window."""
+        return self.window / self.buckets
+
+    def bucket(self, now: float) -> int:
+        """The id of the bucket that `now` falls in."""
+        return math.floor(now / self.bucket_width)
+
+    def trips(self, calls: int, failures: int) -> bool:
+        """Whether these window counts open the breaker."""
+        return (
+            calls >= self.minimum_calls and failures > 0 and failures / calls >= self.failure_ratio
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A state change that a storage step made (exactly one caller gets it).
+
+    ``calls`` and ``failures`` are the window's counts when the breaker tripped.
+    """
+
+    old: str
+    new: str
+    calls: int | None = None
+    failures: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admission:
+    """The answer of `admit()`: whether the call may go, and what the caller must report.
+
+    Attributes:
+        allowed: the call may be sent.
+        probe: the call is a half-open probe (its outcome decides the state).
+        state: the state the decision was made in.
+        retry_after: for a refused call, seconds until it is worth trying again.
+        transition: the change this step made (open -> half-open), if any.
+    """
+
+    allowed: bool
+    probe: bool = False
+    state: str = STATE_CLOSED
+    retry_after: float = 0.0
+    transition: Transition | None = None
+
+
+#: The answer for the common case: closed, go ahead.
+ADMITTED = Admission(allowed=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredState:
+    """What `read()` returns: the state and the window's counts right now."""
+
+    state: str
+    calls: int
+    failures: int
+    retry_after: float | None
+    probes_in_flight: int
+
+
+class BreakerStorage(Protocol):
+    """The steps a `CircuitBreaker` takes on the state of one key (see the module doc)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is shared between processes (wall-clock time is used)."""
+        ...
+
+    def admit(self, now: float, rules: Rules) -> Admission:
+        """Decide whether a call may go out now."""
+        ...
+
+    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+        """Count an outcome; return the transition it caused, if any."""
+        ...
+
+    def release(self, now: float, *, probe: bool) -> None:
+        """Give back the permit of a call whose outcome does not count."""
+        ...
+
+    def read(self, now: float, rules: Rules) -> StoredState:
+        """The state and the window's counts."""
+        ...
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+class _Window:
+    """A ring of time buckets with call and failure counts (guarded by its owner)."""
+
+    __slots__ = ("calls", "failures", "ids")
+
+    def __init__(self, buckets: int) -> None:
+        self.ids = [-1] * buckets
+        self.calls = [0] * buckets
+        self.failures = [0] * buckets
+
+    def add(self, bucket: int, failed: bool) -> None:
+        slot = bucket % len(self.ids)
+        if self.ids[slot] != bucket:
+            self.ids[slot] = bucket
+            self.calls[slot] = 0
+            self.failures[slot] = 0
+        self.calls[slot] += 1
+        if failed:
+            self.failures[slot] += 1
+
+    def counts(self, bucket: int) -> tuple[int, int]:
+        oldest = bucket - len(self.ids) + 1
+        calls = failures = 0
+        for slot, ident in enumerate(self.ids):
+            if oldest <= ident <= bucket:
+                calls += self.calls[slot]
+                failures += self.failures[slot]
+        return calls, failures
+
+    def clear(self) -> None:
+        for slot in range(len(self.ids)):
+            self.ids[slot] = -1
+            self.calls[slot] = 0
+            self.failures[slot] = 0
+
+
+class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
+    """pybreaker's `CircuitMemoryStorage` with the atomic steps, under one short lock.
+
+    `now` is the pipeline clock's ``monotonic()``.
+    """
+
+    def __init__(self, buckets: int) -> None:
+        super().__init__(STATE_CLOSED)
+        self._lock = threading.Lock()
+        self._window = _Window(buckets)
+        self._open_until = 0.0
+        self._half_open_at = 0.0
+        self._probes = 0
+
+    @property
+    def shared(self) -> bool:
+        """False: this state lives in this process only."""
+        return False
+
+    def admit(self, now: float, rules: Rules) -> Admission:
+        """Decide whether a call may go out now (closed: no lock taken)."""
+        # Reading the state without the lock is deliberate: a call that slips through
+        # as the breaker opens is the same as one that started a moment earlier.
+        if self.state == STATE_CLOSED:
+            return ADMITTED
+        with self._lock:
+            state = self.state
+            transition = None
+            if state == STATE_CLOSED:
+                return ADMITTED
+            if state == STATE_OPEN:
+                if now < self._open_until:
+                    return Admission(
+                        allowed=False, state=STATE_OPEN, retry_after=self._open_until - now
+                    )
+                self._enter_half_open(now)
+                transition = Transition(old=STATE_OPEN, new=STATE_HALF_OPEN)
+            if self._probes >= rules.half_open_probes:
+                if now - self._half_open_at < rules.break_duration:
+                    return Admission(
+                        allowed=False,
+                        state=STATE_HALF_OPEN,
+                        retry_after=rules.probe_retry_after,
+                        transition=transition,
+                    )
+                self._enter_half_open(now)  # the probes never reported back: new ones
+            self._probes += 1
+            return Admission(
+                allowed=True, probe=True, state=STATE_HALF_OPEN, transition=transition
+            )
+
+    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+        """Count an outcome; open or close the breaker when the rules say so."""
+        with self._lock:
+            if failed:
+                self.increment_counter()
+            else:
+                self.reset_counter()
+            state = self.state
+            if probe and state == STATE_HALF_OPEN:
+                if failed:
+                    self._open(now, rules)
+                    return Transition(old=STATE_HALF_OPEN, new=STATE_OPEN)
+                self.increment_success_counter()
+                if self.success_counter >= rules.half_open_probes:
+                    self.state = STATE_CLOSED
+                    self.reset_success_counter()
+                    self._probes = 0
+                    self._window.clear()
+                    return Transition(old=STATE_HALF_OPEN, new=STATE_CLOSED)
+                return None
+            if state != STATE_CLOSED:
+                return None  # sent before the breaker opened: old news
+            bucket = rules.bucket(now)
+            self._window.add(bucket, failed)
+            calls, failures = self._window.counts(bucket)
+            if rules.trips(calls, failures):
+                self._open(now, rules)
+                return Transition(old=STATE_CLOSED, new=STATE_OPEN, calls=calls, failures=failures)
+            return None
+
+    def release(self, now: float, *, probe: bool) -> None:
+        """Give back a probe permit (nothing to do for an ordinary call)."""
+        if not probe:
+            return
+        with self._lock:
+            if self.state == STATE_HALF_OPEN and self._probes > 0:
+                self._probes -= 1
+
+    def read(self, now: float, rules: Rules) -> StoredState:
+        """The state and the window's counts."""
+        with self._lock:
+            calls, failures = self._window.counts(rules.bucket(now))
+            state = self.state
+            return StoredState(
+                state=state,
+                calls=calls,
+                failures=failures,
+                retry_after=max(0.0, self._open_until - now) if state == STATE_OPEN else None,
+                probes_in_flight=self._probes if state == STATE_HALF_OPEN else 0,
+            )
+
+    def _open(self, now: float, rules: Rules) -> None:
+        self.state = STATE_OPEN
+        self._open_until = now + rules.break_duration
+        self.reset_success_counter()
+        self._probes = 0
+        self._window.clear()
+
+    def _enter_half_open(self, now: float) -> None:
+        self.state = STATE_HALF_OPEN
+        self.reset_success_counter()
+        self._probes = 0
+        self._half_open_at = now
+
+
+# -- redis ----------------------------------------------------------------------------
+
+# KEYS: state, open_until, opened_at, probes, half_open_at, success_counter
+# ARGV: now, break_duration, half_open_probes
+# -> {state, allowed (0/1), probe (0/1), retry_after ('' = the probe wait), changed (0/1)}
+_ADMIT = """
+local state = redis.call('GET', KEYS[1])
+if state == false or state == 'closed' then return {'closed', 1, 0, '0', 0} end
+local now = tonumber(ARGV[1])
+local pause = tonumber(ARGV[2])
+local changed = 0
+if state == 'open' then
+  local open_until = tonumber(redis.call('GET', KEYS[2]) or '')
+  if open_until == nil then
+    open_until = (tonumber(redis.call('GET', KEYS[3]) or '') or 0) + pause
+  end
+  if now < open_until then return {'open', 0, 0, tostring(open_until - now), 0} end
+  redis.call('SET', KEYS[1], 'half-open')
+  redis.call('SET', KEYS[4], 0)
+  redis.call('SET', KEYS[5], ARGV[1])
+  redis.call('SET', KEYS[6], 0)
+  changed = 1
+elseif state ~= 'half-open' then
+  return {state, 1, 0, '0', 0}
+end
+local probes = tonumber(redis.call('GET', KEYS[4]) or '') or 0
+if probes >= tonumber(ARGV[3]) then
+  local since = tonumber(redis.call('GET', KEYS[5]) or '') or 0
+  if now - since < pause then return {'half-open', 0, 0, '', changed} end
+  redis.call('SET', KEYS[4], 0)
+  redis.call('SET', KEYS[5], ARGV[1])
+  redis.call('SET', KEYS[6], 0)
+end
+redis.call('INCR', KEYS[4])
+return {'half-open', 1, 1, '0', changed}
+"""
+
+# KEYS: state, open_until, opened_at, probes, success_counter, fail_counter, window
+# ARGV: now, failed, probe, bucket, oldest bucket, minimum_calls, failure_ratio,
+#       open_until if it opens now, half_open_probes, window ttl (ms)
+# -> {} or {old, new, calls, failures}
+_RECORD = """
+local state = redis.call('GET', KEYS[1]) or 'closed'
+local failed = ARGV[2] == '1'
+local function trip()
+  redis.call('SET', KEYS[1], 'open')
+  redis.call('SET', KEYS[2], ARGV[8])
+  redis.call('SET', KEYS[3], math.floor(tonumber(ARGV[1])))
+  redis.call('SET', KEYS[5], 0)
+  redis.call('DEL', KEYS[4], KEYS[7])
+end
+if failed then redis.call('INCR', KEYS[6]) else redis.call('SET', KEYS[6], 0) end
+if ARGV[3] == '1' and state == 'half-open' then
+  if failed then
+    trip()
+    return {'half-open', 'open', '', ''}
+  end
+  if redis.call('INCR', KEYS[5]) >= tonumber(ARGV[9]) then
+    redis.call('SET', KEYS[1], 'closed')
+    redis.call('SET', KEYS[5], 0)
+    redis.call('DEL', KEYS[4], KEYS[7])
+    return {'half-open', 'closed', '', ''}
+  end
+  return {}
+end
+if state ~= 'closed' then return {} end
+local bucket = ARGV[4]
+redis.call('HINCRBY', KEYS[7], bucket .. ':c', 1)
+if failed then redis.call('HINCRBY', KEYS[7], bucket .. ':f', 1) end
+redis.call('PEXPIRE', KEYS[7], ARGV[10])
+local oldest = tonumber(ARGV[5])
+local fields = redis.call('HGETALL', KEYS[7])
+local calls, failures = 0, 0
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  local id = tonumber(string.sub(name, 1, -3))
+  if id == nil or id < oldest then
+    redis.call('HDEL', KEYS[7], name)
+  elseif string.sub(name, -1) == 'c' then
+    calls = calls + tonumber(fields[i + 1])
+  else
+    failures = failures + tonumber(fields[i + 1])
+  end
+end
+if calls >= tonumber(ARGV[6]) and failures > 0 and failures / calls >= tonumber(ARGV[7]) then
+  trip()
+  return {'closed', 'open', tostring(calls), tostring(failures)}
+end
+return {}
+"""
+
+# KEYS: state, probes
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == 'half-open' then
+  if (tonumber(redis.call('GET', KEYS[2]) or '') or 0) > 0 then redis.call('DECR', KEYS[2]) end
+end
+return 0
+"""
+
+
+def import_redis() -> Any:
+    """Import the optional ``redis`` package, or explain how to install it."""
+    try:
+        import redis  # noqa: PLC0415 - an optional extra, imported when asked for
+        import redis.backoff  # noqa: PLC0415
+        import redis.retry  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            "sharing circuit-breaker state through Redis needs the redis package: "
+            "pip install 'requests-resilience[redis]'"
+        )
+        raise ImportError(msg) from exc
+    return redis
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's `CircuitRedisStorage`, with the atomic steps as Lua scripts.
+
+    The state, ``opened_at`` (whole seconds, as pybreaker writes it), ``fail_counter``
+    (consecutive failures) and ``success_counter`` stay in pybreaker's keys, so a plain
+    `pybreaker.CircuitBreaker` on the same namespace sees the same state. Next to them:
+    ``open_until`` (exact), ``probes`` (permits handed out), ``half_open_at`` and
+    ``window`` (a hash of bucketed counts). `now` is the pipeline clock's ``time()``, so
+    that processes on different hosts agree on it.
+
+    Unlike pybreaker's own methods, which log and swallow `redis.RedisError`, these
+    steps raise it, so that `FailoverStorage` can fall back to local state.
+
+    Args:
+        client: a `redis.Redis` client.
+        namespace: the prefix of this breaker's keys; it should contain a ``{hash
+            tag}`` so that all of them live in one Redis Cluster slot.
+    """
+
+    def __init__(self, client: Redis, namespace: str) -> None:
+        super().__init__(STATE_CLOSED, client, namespace=namespace)  # SETNX the initial state
+        names = (
+            "state",
+            "open_until",
+            "opened_at",
+            "probes",
+            "half_open_at",
+            "success_counter",
+            "fail_counter",
+            "window",
+        )
+        keys = {name: f"{namespace}:{self.BASE_NAMESPACE}:{name}" for name in names}
+        self._admit_keys = [
+            keys[n]
+            for n in (
+                "state",
+                "open_until",
+                "opened_at",
+                "probes",
+                "half_open_at",
+                "success_counter",
+            )
+        ]
+        self._record_keys = [
+            keys[n]
+            for n in (
+                "state",
+                "open_until",
+                "opened_at",
+                "probes",
+                "success_counter",
+                "fail_counter",
+                "window",
+            )
+        ]
+        self._release_keys = [keys["state"], keys["probes"]]
+        self._read_keys = [keys["state"], keys["open_until"], keys["opened_at"], keys["probes"]]
+        self._window_key = keys["window"]
+        self._client = client
+        self._admit_script = client.register_script(_ADMIT)
+        self._record_script = client.register_script(_RECORD)
+        self._release_script = client.register_script(_RELEASE)
+
+    @property
+    def shared(self) -> bool:
+        """True: the state lives in Redis."""
+        return True
+
+    def admit(self, now: float, rules: Rules) -> Admission:
+        """Decide whether a call may go out now (one round trip)."""
+        raw = self._admit_script(
+            keys=self._admit_keys,
+            args=[repr(now), repr(rules.break_duration), rules.half_open_probes],
+        )
+        state, allowed, probe, wait, changed = (_text(item) for item in raw)
+        transition = Transition(old=STATE_OPEN, new=STATE_HALF_OPEN) if changed == "1" else None
+        if state == STATE_CLOSED and transition is None:
+            return ADMITTED
+        return Admission(
+            allowed=allowed == "1",
+            probe=probe == "1",
+            state=state,
+            retry_after=rules.probe_retry_after if wait == "" else max(0.0, float(wait)),
+            transition=transition,
+        )
+
+    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+        """Count an outcome; open or close the breaker when the rules say so (one round trip)."""
+        bucket = rules.bucket(now)
+        raw = self._record_script(
+            keys=self._record_keys,
+            args=[
+                repr(now),
+                "1" if failed else "0",
+                "1" if probe else "0",
+                bucket,
+                bucket - rules.buckets + 1,
+                rules.minimum_calls,
+                repr(rules.failure_ratio),
+                repr(now + rules.break_duration),
+                rules.half_open_probes,
+                max(1000, math.ceil(rules.window * 2000)),
+            ],
+        )
+        if not raw:
+            return None
+        old, new, calls, failures = (_text(item) for item in raw)
+        return Transition(
+            old=old,
+            new=new,
+            calls=int(calls) if calls else None,
+            failures=int(failures) if failures else None,
+        )
+
+    def release(self, now: float, *, probe: bool) -> None:
+        """Give back a probe permit (nothing to do for an ordinary call)."""
+        if probe:
+            self._release_script(keys=self._release_keys, args=[])
+
+    def read(self, now: float, rules: Rules) -> StoredState:
+        """The state and the window's counts (one pipelined round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(self._read_keys)
+        pipe.hgetall(self._window_key)
+        values, fields = pipe.execute()
+        state_raw, open_until_raw, opened_at_raw, probes_raw = values
+        state = _text(state_raw) if state_raw is not None else STATE_CLOSED
+        retry_after = None
+        if state == STATE_OPEN:
+            if open_until_raw is not None:
+                open_until = float(_text(open_until_raw))
+            else:
+                opened_at = float(_text(opened_at_raw)) if opened_at_raw is not None else 0.0
+                open_until = opened_at + rules.break_duration
+            retry_after = max(0.0, open_until - now)
+        oldest = rules.bucket(now) - rules.buckets + 1
+        calls = failures = 0
+        for name_raw, count_raw in fields.items():
+            name = _text(name_raw)
+            ident, _, kind = name.rpartition(":")
+            if not ident.lstrip("-").isdigit() or int(ident) < oldest:
+                continue
+            if kind == "c":
+                calls += int(_text(count_raw))
+            else:
+                failures += int(_text(count_raw))
+        return StoredState(
+            state=state,
+            calls=calls,
+            failures=failures,
+            retry_after=retry_after,
+            probes_in_flight=(
+                int(_text(probes_raw))
+                if state == STATE_HALF_OPEN and probes_raw is not None
+                else 0
+            ),
+        )
+
+
+# -- failover -------------------------------------------------------------------------
+
+
+class RedisLink:
+    """One Redis client shared by all the keys of a policy, and whether it works now.
+
+    After an error every key uses its local fallback for `REDIS_RETRY_INTERVAL`
+    seconds; then one call tries Redis again while the others keep to the fallback.
+    The loss and the recovery are each logged once (structlog, logger
+    ``requests_resilience``), not once per call.
+
+    Args:
+        client: the `redis.Redis` client.
+        where: the Redis location to show in logs, without its password.
+        policy: the policy's name, for the logs.
+        errors: the exception types that mean "Redis is unavailable".
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        where: str,
+        policy: str,
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
+        self.client = client
+        self.errors = errors
+        self._where = where
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._down_until: float | None = None
+        self._logged = False
+
+    def usable(self, now: float) -> bool:
+        """Whether to try Redis for a step happening at `now`."""
+        if self._down_until is None:
+            return True
+        with self._lock:
+            if self._down_until is None:
+                return True
+            if now < self._down_until:
+                return False
+            self._down_until = now + REDIS_RETRY_INTERVAL  # this caller tries; others wait
+            return True
+
+    def failed(self, now: float, error: BaseException) -> None:
+        """Redis failed a step: fall back for a while, and log it if it is news."""
+        with self._lock:
+            self._down_until = now + REDIS_RETRY_INTERVAL
+            first = not self._logged
+            self._logged = True
+        if first:
+            _log.warning(
+                "circuit_breaker_redis_unavailable",
+                policy=self._policy,
+                redis=self._where,
+                error=f"{type(error).__name__}: {error}",
+                fallback="local memory state, per process",
+                retry_in=REDIS_RETRY_INTERVAL,
+            )
+
+    def succeeded(self) -> None:
+        """Redis answered a step: back to shared state, and log it if it was down."""
+        if self._down_until is None and not self._logged:
+            return
+        with self._lock:
+            was_down = self._logged
+            self._down_until = None
+            self._logged = False
+        if was_down:
+            _log.info("circuit_breaker_redis_recovered", policy=self._policy, redis=self._where)
+
+
+_T = TypeVar("_T")
+
+
+class FailoverStorage:
+    """Redis storage for one key, with a memory storage to fall back on.
+
+    The Redis storage is built on first use (it writes pybreaker's initial keys), so
+    building this object does no I/O. A Redis error never fails a call: the step runs
+    on the fallback instead. The fallback is used with the same `now` (wall-clock
+    time), and its state is not merged back when Redis returns.
+    """
+
+    def __init__(self, link: RedisLink, namespace: str, buckets: int) -> None:
+        self._link = link
+        self._namespace = namespace
+        self._redis: RedisBreakerStorage | None = None
+        self.fallback = MemoryBreakerStorage(buckets)
+
+    @property
+    def shared(self) -> bool:
+        """True: the state lives in Redis (while Redis works)."""
+        return True
+
+    def _run(self, now: float, step: Callable[[BreakerStorage], _T]) -> _T:
+        link = self._link
+        if link.usable(now):
+            try:
+                storage = self._redis
+                if storage is None:
+                    storage = self._redis = RedisBreakerStorage(link.client, self._namespace)
+                result = step(storage)
+            except link.errors as exc:
+                link.failed(now, exc)
+            else:
+                link.succeeded()
+                return result
+        return step(self.fallback)
+
+    def admit(self, now: float, rules: Rules) -> Admission:
+        """`admit` on Redis, or on the fallback when Redis fails."""
+        return self._run(now, lambda storage: storage.admit(now, rules))
+
+    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+        """`record` on Redis, or on the fallback when Redis fails."""
+        return self._run(
+            now, lambda storage: storage.record(now, rules, failed=failed, probe=probe)
+        )
+
+    def release(self, now: float, *, probe: bool) -> None:
+        """`release` on Redis, or on the fallback when Redis fails."""
+        if probe:
+            self._run(now, lambda storage: storage.release(now, probe=probe))
+
+    def read(self, now: float, rules: Rules) -> StoredState:
+        """`read` on Redis, or on the fallback when Redis fails."""
+        return self._run(now, lambda storage: storage.read(now, rules))

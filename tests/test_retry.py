@@ -452,8 +452,8 @@ def test_successful_retry_gives_its_token_back() -> None:
     assert budget.snapshot()["spent"] == 0
 
 
-def test_budget_refills_from_first_attempts_and_time() -> None:
-    """Deposits of first attempts and the per-second floor refill the bucket."""
+def test_budget_refills_from_successes_and_time() -> None:
+    """Deposits of successful calls and the per-second floor refill the bucket."""
     budget = RetryBudget(ratio=0.5, min_per_second=1.0, max_tokens=2.0)
     assert budget.try_spend(0.0)
     assert budget.try_spend(0.0)

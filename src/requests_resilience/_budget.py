@@ -1,13 +1,12 @@
 """`RetryBudget`: a token bucket that caps retries at a share of first attempts.
 
-In the spirit of Finagle's ``RetryBudget`` and botocore's retry quota: every first
-attempt deposits `ratio` of a token, a floor of `min_per_second` tokens trickles in
-with time, and every retry takes a whole token. A retry that succeeds
-gives its token back, as botocore's quota does: so retries are capped only while they
-keep failing, and when a server recovers, one token lets the waiting calls through one
-after another. In an outage, when every call wants to retry, retries add at most about
-`ratio` to the load (plus the floor), instead of multiplying it by the number of
-attempts.
+In the spirit of Finagle's ``RetryBudget`` and botocore's retry quota: every call that
+succeeds deposits `ratio` of a token, a floor of `min_per_second` tokens trickles in
+with time, and every retry takes a whole token. A retry that succeeds gives its token
+back, as botocore's quota does. So retries are funded by successes and cost nothing
+while they work; when they keep failing (an outage), they are capped at the bucket's
+content plus the floor, instead of multiplying the load by the number of attempts; and
+when the server recovers, one token lets the waiting calls through one after another.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ class _State:
     deposits: int = 0
     spent: int = 0
     refused: int = 0
+    failing: bool = False  # the last retry that reached the wire failed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -95,25 +95,34 @@ class RetryBudget:
         state.updated = now
 
     def deposit(self, now: float) -> None:
-        """Credit one first attempt (called by the retry policy once per logical call)."""
-        state = self._state
-        with state.lock:
-            self._refill(now)
-            state.tokens = min(self._settings.max_tokens, state.tokens + self._settings.ratio)
-            state.deposits += 1
+        """Credit one successful call: `ratio` of a token, or a whole one after failures.
 
-    def try_spend(self, now: float, *, keep: float = 0.0) -> bool:
-        """Take a token for one retry; False (and nothing taken) when too few are left.
-
-        Args:
-            now: the current time on the pipeline's clock.
-            keep: tokens that must remain after this one is taken. The retry policy
-                keeps one for calls' *last* attempts: when tokens are scarce (an
-                outage), they go to the attempts most likely to land after recovery.
+        The first success after retries failed is news that the server is back: it
+        earns a whole token, so a waiting call can follow it at once.
         """
         state = self._state
         with state.lock:
             self._refill(now)
+            credit = 1.0 if state.failing else self._settings.ratio
+            state.tokens = min(self._settings.max_tokens, state.tokens + credit)
+            state.failing = False
+            state.deposits += 1
+
+    def try_spend(self, now: float, *, last_attempt: bool = True) -> bool:
+        """Take a token for one retry; False (and nothing taken) when too few are left.
+
+        While retries are failing, the last token is kept for calls' *last* attempts:
+        in an outage the few tokens go to the attempts most likely to land after the
+        server recovers, not to early retries that would fail anyway.
+
+        Args:
+            now: the current time on the pipeline's clock.
+            last_attempt: whether this retry is the call's last possible attempt.
+        """
+        state = self._state
+        with state.lock:
+            self._refill(now)
+            keep = 1.0 if state.failing and not last_attempt else 0.0
             if state.tokens >= 1.0 + keep:
                 state.tokens -= 1.0
                 state.spent += 1
@@ -121,12 +130,18 @@ class RetryBudget:
             state.refused += 1
             return False
 
-    def refund(self) -> None:
+    def refund(self, *, succeeded: bool) -> None:
         """Give back a retry's token: it succeeded, or never reached the wire."""
         state = self._state
         with state.lock:
             state.tokens = min(self._settings.max_tokens, state.tokens + 1.0)
             state.spent -= 1
+            if succeeded:
+                state.failing = False
+
+    def retry_failed(self) -> None:
+        """Note that a retry reached the wire and failed: tokens are now scarce."""
+        self._state.failing = True
 
     def snapshot(self) -> dict[str, float]:
         """Current tokens and counters: ``tokens``, ``deposits``, ``spent``, ``refused``."""

@@ -262,8 +262,6 @@ class Retry:
         clock = call.clock
         start = clock.monotonic()
         budget = self.budget
-        if budget is not None:
-            budget.deposit(start)
         deadline = call.deadline
         if self.timeout is not None:
             own = start + self.timeout  # type: ignore[operator]
@@ -296,18 +294,23 @@ class Retry:
                 error = exc
             outcome = self.classify(response, error)
             if outcome is Outcome.SUCCESS:
+                if budget is not None:
+                    budget.deposit(clock.monotonic())
+                    if attempt > 1:
+                        budget.refund(succeeded=True)  # a retry that worked is free
                 if attempt == 1:
                     return response  # type: ignore[return-value] # the hot path: nothing to record
-                if budget is not None:
-                    budget.refund()  # a retry that worked costs nothing: the server is back
             record = Attempt(
                 number=attempt,
                 status_code=response.status_code if response is not None else None,
                 error=type(error).__name__ if error is not None else None,
                 duration=clock.monotonic() - began,
             )
-            if budget is not None and isinstance(error, CircuitOpenError) and attempt > 1:
-                budget.refund()  # the retry never reached the wire
+            if budget is not None and attempt > 1:
+                if isinstance(error, CircuitOpenError):
+                    budget.refund(succeeded=False)  # the retry never reached the wire
+                elif outcome is not Outcome.SUCCESS:
+                    budget.retry_failed()
 
             # Decide whether to try again, and after how long.
             stop: str | None = None
@@ -343,12 +346,11 @@ class Retry:
                 if deadline is not None and now + wait > deadline:
                     stop = "deadline would pass during the wait"
                     break
-                # The call's last attempt may take the last token; earlier ones leave one.
-                keep = 0.0 if slot + 1 >= self.max_attempts else 1.0
+                last = slot + 1 >= self.max_attempts
                 if (
                     budget is not None
                     and self.fail_fast_on_budget
-                    and not budget.try_spend(now, keep=keep)
+                    and not budget.try_spend(now, last_attempt=last)
                 ):
                     blocked = True
                     break
@@ -370,7 +372,7 @@ class Retry:
                 if (
                     budget is None
                     or self.fail_fast_on_budget
-                    or budget.try_spend(clock.monotonic(), keep=keep)
+                    or budget.try_spend(clock.monotonic(), last_attempt=last)
                 ):
                     break
                 blocked = True  # no token: keep our patience and wait for the next step

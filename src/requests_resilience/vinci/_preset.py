@@ -1,0 +1,223 @@
+"""The Vinci preset: the one place where the Vinci pipeline is put together.
+
+::
+
+    session.post("https://tryvinci.com/api/v1/generate/text-to-video", ...)
+      └─ PipelineAdapter              mounted on "https://tryvinci.com/api/v1/"
+          ├─ StatusErrors             the final 4xx/5xx -> a typed APIStatusError
+          ├─ retry                    (seam) waits and re-sends; see below
+          ├─ *extra_policies          once per attempt, outside the breaker: they see
+          │                           every attempt, a CircuitOpenError included
+          ├─ breaker                  (seam) fails fast while the API is down
+          ├─ APIKeyAuth               Authorization: Bearer <VINCI_API_KEY>
+          ├─ tracing                  (seam) one span per wire attempt
+          └─ transport                requests' HTTPAdapter (pool, TLS, proxies)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+import requests
+
+from requests_resilience._adapter import mount as _mount
+from requests_resilience._auth import APIKeyAuth
+from requests_resilience._breaker import CircuitBreaker
+from requests_resilience._errors import ConfigurationError
+from requests_resilience._pipeline import Pipeline, PolicyLike
+from requests_resilience._retry import Retry
+from requests_resilience._status_errors import StatusErrors
+
+if TYPE_CHECKING:
+    from requests_resilience._clock import Clock
+
+__all__ = [
+    "API_KEY_ENV_VAR",
+    "DEFAULT",
+    "DEFAULT_BASE_URL",
+    "Default",
+    "PolicySeam",
+    "build_pipeline",
+    "mount",
+    "normalise_base_url",
+]
+
+#: The API's base URL, as documented.
+DEFAULT_BASE_URL: Final = "https://tryvinci.com/api/v1"
+#: Where the API key is read from when none is passed.
+API_KEY_ENV_VAR: Final = "VINCI_API_KEY"
+
+
+class Default(enum.Enum):
+    """The type of `DEFAULT`: "use the preset's tuned policy".
+
+    Example:
+        >>> build_pipeline(retry=DEFAULT).names == build_pipeline().names
+        True
+    """
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: Passed for a policy seam (or left out), it means "the preset's tuned policy";
+#: pass None to leave the policy out, or a policy of your own to replace it.
+DEFAULT: Final = Default.DEFAULT
+
+#: What a policy seam of the preset accepts.
+PolicySeam: TypeAlias = "PolicyLike | Literal[Default.DEFAULT] | None"
+
+
+def _default_retry() -> PolicyLike | None:
+    # The vendor's advice (exponential backoff capped at 30 s, at most 5 attempts), with
+    # full jitter, Retry-After honoured, a 2-minute deadline for the whole call, and no
+    # POST re-sent when its outcome is unknown (the API documents no Idempotency-Key).
+    return Retry(max_attempts=5, initial_delay=1.0, max_delay=30.0, timeout=120.0)
+
+
+def _default_breaker() -> PolicyLike | None:
+    # Vinci keys allow 10 to 100 requests a minute, so the window is a minute long and
+    # five calls are enough to judge; a 15 s break is one probe per 15 s while it is down.
+    return CircuitBreaker(failure_ratio=0.5, minimum_calls=5, window=60.0, break_duration=15.0)
+
+
+def _default_tracing() -> PolicyLike | None:
+    # LEAD: return Tracing(...) (spans per attempt, traceparent injected).
+    return None
+
+
+def _resolve(name: str, value: PolicySeam, default: PolicyLike | None) -> PolicyLike | None:
+    if value is DEFAULT:
+        return default
+    if value is None or callable(value) or callable(getattr(value, "send", None)):
+        return value
+    msg = f"{name} must be a policy, None (leave it out) or DEFAULT, got {type(value).__name__}"
+    raise ConfigurationError(msg)
+
+
+def build_pipeline(
+    *,
+    api_key: str | None = None,
+    clock: Clock | None = None,
+    retry: PolicySeam = DEFAULT,
+    breaker: PolicySeam = DEFAULT,
+    tracing: PolicySeam = DEFAULT,
+    extra_policies: Iterable[PolicyLike] = (),
+) -> Pipeline:
+    """Build the Vinci pipeline (see the module docstring for the order).
+
+    Args:
+        api_key: the key; else the ``VINCI_API_KEY`` environment variable.
+        clock: the clock every policy uses (default `SystemClock`).
+        retry: the retry policy; `DEFAULT` for the preset's, None for none.
+        breaker: the circuit breaker; `DEFAULT` for the preset's, None for none.
+        tracing: the tracing policy; `DEFAULT` for the preset's, None for none.
+        extra_policies: policies that run once per attempt, inside the retry and
+            outside the breaker (for example a metrics or header policy).
+
+    Returns:
+        The frozen pipeline.
+
+    Raises:
+        MissingAPIKeyError: no key was passed and ``VINCI_API_KEY`` is unset or blank.
+        ConfigurationError: a seam got something that is not a policy.
+
+    Example:
+        >>> from requests_resilience.vinci import build_pipeline
+        >>> pipeline = build_pipeline(api_key="sk-test-123456789", retry=None)
+        >>> pipeline.names
+        ('status_errors', 'auth')
+    """
+    policies: list[PolicyLike] = [StatusErrors()]
+    chosen_retry = _resolve("retry", retry, _default_retry())
+    if chosen_retry is not None:
+        policies.append(chosen_retry)
+    policies.extend(extra_policies)
+    chosen_breaker = _resolve("breaker", breaker, _default_breaker())
+    if chosen_breaker is not None:
+        policies.append(chosen_breaker)
+    policies.append(APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR))
+    chosen_tracing = _resolve("tracing", tracing, _default_tracing())
+    if chosen_tracing is not None:
+        policies.append(chosen_tracing)
+    return Pipeline(*policies, clock=clock)
+
+
+def normalise_base_url(base_url: str) -> str:
+    """Check an API base URL and return it without a trailing slash.
+
+    Raises:
+        ConfigurationError: it is not an http(s) URL with a host, or it has a query or
+            a fragment.
+    """
+    if not isinstance(base_url, str):
+        msg = f"base_url must be a string, got {type(base_url).__name__}"
+        raise ConfigurationError(msg)
+    parts = urlsplit(base_url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        msg = f"base_url must be an http:// or https:// URL with a host, got {base_url!r}"
+        raise ConfigurationError(msg)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        msg = "base_url must not carry a query, a fragment or credentials"
+        raise ConfigurationError(msg)
+    return base_url.strip().rstrip("/")
+
+
+def mount(
+    session: requests.Session,
+    *,
+    api_key: str | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    clock: Clock | None = None,
+    retry: PolicySeam = DEFAULT,
+    breaker: PolicySeam = DEFAULT,
+    tracing: PolicySeam = DEFAULT,
+    extra_policies: Iterable[PolicyLike] = (),
+    pool_maxsize: int = 32,
+) -> requests.Session:
+    """Mount the Vinci pipeline on `session` for URLs under `base_url`.
+
+    Other URL prefixes of the session keep their adapters, so the same session can
+    talk to other hosts as before.
+
+    Args:
+        session: an existing session; changed in place and returned.
+        api_key: the key; else the ``VINCI_API_KEY`` environment variable.
+        base_url: the API's base URL; the pipeline is mounted on it plus ``/``.
+        clock: see `build_pipeline`.
+        retry: see `build_pipeline`.
+        breaker: see `build_pipeline`.
+        tracing: see `build_pipeline`.
+        extra_policies: see `build_pipeline`.
+        pool_maxsize: connections kept to the API; at least the number of threads
+            that share the session.
+
+    Returns:
+        The same session.
+
+    Raises:
+        MissingAPIKeyError: no key was found.
+        ConfigurationError: a bad base URL or option.
+
+    Example:
+        >>> import requests
+        >>> from requests_resilience import vinci
+        >>> session = vinci.mount(requests.Session(), api_key="sk-...")
+        >>> session.get("https://tryvinci.com/api/v1/billing/balance").json()
+        {'balance_usd': 25.5, 'total_spent_usd': 134.75}
+    """
+    base = normalise_base_url(base_url)
+    pipeline = build_pipeline(
+        api_key=api_key,
+        clock=clock,
+        retry=retry,
+        breaker=breaker,
+        tracing=tracing,
+        extra_policies=extra_policies,
+    )
+    return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

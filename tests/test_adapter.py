@@ -20,13 +20,15 @@ from requests_resilience import (
     StatusErrors,
     mount,
 )
+from requests_resilience._bodies import body_is_read
 from requests_resilience.testing import FakeVinciServer, Fault
 
 
-def vinci_session(server: FakeVinciServer, session: requests.Session, **kw: object) -> None:
-    mount(
-        session, server.base_url + "/", Pipeline(StatusErrors(), APIKeyAuth(server.api_key)), **kw
-    )  # type: ignore[arg-type]
+def vinci_session(
+    server: FakeVinciServer, session: requests.Session, *, pool_maxsize: int = 32
+) -> None:
+    pipeline = Pipeline(StatusErrors(), APIKeyAuth(server.api_key))
+    mount(session, server.base_url + "/", pipeline, pool_maxsize=pool_maxsize)
 
 
 def test_mount_returns_the_session_and_leaves_other_prefixes(
@@ -107,7 +109,7 @@ def test_stream_true_passes_through(
     """stream=True returns an unread body that the caller reads in chunks."""
     vinci_session(fake_vinci, session)
     with session.get(fake_vinci.url("/billing/balance"), stream=True) as response:
-        assert response._content is False  # type: ignore[attr-defined] # not read yet
+        assert not body_is_read(response)
         body = b"".join(response.iter_content(4))
     assert b"balance_usd" in body
 

@@ -25,7 +25,7 @@ def test_public_names_are_defined_in_private_modules() -> None:
     for name in requests_resilience.__all__:
         obj = getattr(requests_resilience, name)
         module = getattr(obj, "__module__", None)
-        if module is not None and module != "typing":
+        if module is not None and module not in ("typing", "collections.abc", "builtins"):
             assert module.startswith("requests_resilience._"), (name, module)
 
 
@@ -61,6 +61,8 @@ def test_exported_members() -> None:
         "Policy",
         "PolicyLike",
         "RateLimitError",
+        "RequestHook",
+        "ResponseHook",
         "Retry",
         "RetryBudget",
         "RetryBudgetExhaustedError",
@@ -68,6 +70,7 @@ def test_exported_members() -> None:
         "ServerError",
         "StatusErrors",
         "SystemClock",
+        "Tracing",
         "attempts_of",
         "breaker_key_by_endpoint",
         "breaker_key_by_host",
@@ -76,5 +79,7 @@ def test_exported_members() -> None:
         "is_testing",
         "mount",
         "no_waits",
+        "operation",
+        "route",
         "set_testing",
     ]

@@ -59,6 +59,7 @@ from requests_resilience._pipeline import (
 )
 from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
+from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, operation, route
 
 __all__ = [
     "DEFAULT_STATUS_ERRORS",
@@ -90,6 +91,8 @@ __all__ = [
     "Policy",
     "PolicyLike",
     "RateLimitError",
+    "RequestHook",
+    "ResponseHook",
     "Retry",
     "RetryBudget",
     "RetryBudgetExhaustedError",
@@ -97,6 +100,7 @@ __all__ = [
     "ServerError",
     "StatusErrors",
     "SystemClock",
+    "Tracing",
     "attempts_of",
     "breaker_key_by_endpoint",
     "breaker_key_by_host",
@@ -105,5 +109,7 @@ __all__ = [
     "is_testing",
     "mount",
     "no_waits",
+    "operation",
+    "route",
     "set_testing",
 ]

@@ -477,7 +477,7 @@ class Retry:
             reason=reason,
             status_code=record.status_code,
             error=record.error,
-            request_id=request_id_of(response) if response is not None else None,
+            request_id=_redacted(call, request_id_of(response)) if response is not None else None,
             retry_after=server_wait,
             elapsed=call.clock.monotonic() - start,
         )
@@ -541,6 +541,10 @@ class Retry:
             parts.append("add_idempotency_key=True")
         parts.append(f"budget={self.budget!r}")
         return f"Retry({', '.join(parts)})"
+
+
+def _redacted(call: Call, text: str | None) -> str | None:
+    return None if text is None else call.redactor.redact(text)
 
 
 def _with_wait(record: Attempt, wait: float, reason: str) -> Attempt:

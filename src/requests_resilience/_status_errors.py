@@ -110,6 +110,8 @@ def status_error(
     body = json_body(response)
     detail = redactor.redact(error_detail(response, body))
     request_id = request_id_of(response, body)
+    if request_id is not None:
+        request_id = redactor.redact(request_id)
     request = response.request
     target = f"{request.method} {_safe_url(request.url)}" if request is not None else ""
     message = f"{status} {response.reason or ''}".rstrip()

@@ -1,29 +1,325 @@
 """Where policies report what happened: structlog events, span events and metrics.
 
-STUB: the observability work (issue 5) implements these functions. Policies call
-them only off the happy path (a retry, a breaker change, a final error), so their
-cost does not matter to the per-request path; the per-attempt span and duration
-metric belong to the `Tracing` policy itself.
+Policies call the three reporting functions only off the happy path (a retry is
+scheduled, a breaker changes state, a logical call fails), so their cost does not
+matter to the per-request path; the per-attempt span, duration metric and debug event
+belong to the `Tracing` policy, which uses the helpers at the bottom of this module.
+
+What each report becomes (structlog logger ``requests_resilience``; span events go on
+the current span; metrics through the global meter provider):
+
+- `retry_scheduled`: warning ``retry_scheduled``; span event
+  ``requests_resilience.retry``; counter ``requests_resilience.retries`` (by reason).
+- `breaker_state_changed`: warning ``breaker_state_changed``; span event
+  ``requests_resilience.breaker``; counter ``requests_resilience.breaker.state_changes``.
+- `call_failed`: error ``call_failed`` (the exception itself reaches the caller, and
+  `operation` records it on its span).
+- each wire attempt, from the ``Tracing`` policy: debug ``attempt``; its own CLIENT
+  span; histogram ``http.client.request.duration``.
+
+Logging: the library never calls ``structlog.configure()``; it logs through
+``structlog.get_logger("requests_resilience")``, so the application's configuration
+(levels, processors, stdlib integration) applies. structlog's *default* configuration
+prints every level to stdout, so while structlog is not configured
+(``structlog.is_configured()`` is False) the library only logs what the caller cannot
+see otherwise: retries and breaker changes (warnings). The per-attempt debug events and
+the final-error events (the caller gets the exception itself) are dropped until the
+application configures structlog. No event ever holds the API key or a header: URLs
+are logged without query, fragment or credentials, and messages were redacted by the
+pipeline.
+
+Spans and metrics go through ``opentelemetry-api`` only: without an SDK they cost
+next to nothing. The span events land on the span that is current where the policy
+runs: the `operation` span (or your own span) around the call, since retry and breaker
+sit outside the per-attempt `Tracing` span. The counters use the global meter provider,
+looked up when they are first needed after it changes, so a provider configured after
+import is used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.metadata
+import re
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import structlog
+from opentelemetry import metrics, trace
+
+from requests_resilience._errors import _safe_url
 
 if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
     from requests_resilience._errors import APIError
     from requests_resilience._events import BreakerStateChange, RetryDetails
+    from requests_resilience._secrets import Redactor
 
-__all__ = ["breaker_state_changed", "call_failed", "retry_scheduled"]
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "SCHEMA_URL",
+    "breaker_state_changed",
+    "call_failed",
+    "retry_scheduled",
+]
+
+#: The instrumentation scope of every tracer and meter of this library.
+INSTRUMENTATION_NAME = "requests_resilience"
+#: The semantic-conventions version the spans and metrics follow.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("requests-resilience")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "0"
+
+
+INSTRUMENTATION_VERSION = _version()
+
+#: The library's logger; a lazy proxy, so the application's structlog configuration
+#: applies whenever it is made.
+logger: Any = structlog.get_logger(INSTRUMENTATION_NAME)
+
+
+# -- the three reports --------------------------------------------------------------------
 
 
 def retry_scheduled(details: RetryDetails) -> None:
-    """A retry policy is about to wait `details.wait` and send again."""
+    """A retry policy is about to wait `details.wait` and send again.
+
+    Logs a warning ``retry_scheduled`` (attempt, wait, reason, request_id, ...), adds a
+    ``requests_resilience.retry`` event to the current span and counts one
+    ``requests_resilience.retries`` with the reason.
+    """
+    fields = _without_none(
+        policy=details.policy,
+        method=details.method,
+        url=details.url,
+        attempt=details.attempt,
+        wait=round(details.wait, 6),
+        reason=details.reason,
+        status_code=details.status_code,
+        error=details.error,
+        request_id=details.request_id,
+        retry_after=details.retry_after,
+        elapsed=round(details.elapsed, 6),
+    )
+    logger.warning("retry_scheduled", **fields)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            "requests_resilience.retry",
+            _attributes(
+                {
+                    "requests_resilience.retry.policy": details.policy,
+                    "requests_resilience.retry.attempt": details.attempt,
+                    "requests_resilience.retry.wait": details.wait,
+                    "requests_resilience.retry.reason": details.reason,
+                    "requests_resilience.retry.retry_after": details.retry_after,
+                    "http.request.method": details.method,
+                    "url.full": details.url,
+                    "http.response.status_code": details.status_code,
+                    "error.type": details.error,
+                    "requests_resilience.request_id": details.request_id,
+                }
+            ),
+        )
+    counters = _counters()
+    if counters is not None:
+        host = _host_of(details.url)
+        counters.retries.add(
+            1,
+            _attributes(
+                {
+                    "requests_resilience.retry.policy": details.policy,
+                    "requests_resilience.retry.reason": details.reason,
+                    "http.request.method": details.method,
+                    "server.address": host,
+                }
+            ),
+        )
 
 
 def breaker_state_changed(change: BreakerStateChange) -> None:
-    """A circuit breaker changed state."""
+    """A circuit breaker changed state.
+
+    Logs a warning ``breaker_state_changed``, adds a ``requests_resilience.breaker``
+    event to the current span and counts one
+    ``requests_resilience.breaker.state_changes``.
+    """
+    fields = _without_none(
+        breaker=change.breaker,
+        old_state=change.old_state,
+        new_state=change.new_state,
+        failure_ratio=change.failure_ratio,
+        calls=change.calls,
+        retry_after=change.retry_after,
+    )
+    logger.warning("breaker_state_changed", **fields)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            "requests_resilience.breaker",
+            _attributes(
+                {
+                    "requests_resilience.breaker.name": change.breaker,
+                    "requests_resilience.breaker.previous_state": change.old_state,
+                    "requests_resilience.breaker.state": change.new_state,
+                    "requests_resilience.breaker.failure_ratio": change.failure_ratio,
+                    "requests_resilience.breaker.calls": change.calls,
+                    "requests_resilience.breaker.retry_after": change.retry_after,
+                }
+            ),
+        )
+    counters = _counters()
+    if counters is not None:
+        counters.breaker_changes.add(
+            1,
+            {
+                "requests_resilience.breaker.name": change.breaker,
+                "requests_resilience.breaker.previous_state": change.old_state,
+                "requests_resilience.breaker.state": change.new_state,
+            },
+        )
 
 
 def call_failed(error: APIError) -> None:
-    """A logical call ended with `error` (raised by the outermost StatusErrors policy)."""
+    """A logical call ended with `error` (raised by the outermost StatusErrors policy).
+
+    Logs an error ``call_failed`` with the error's type, message (already redacted by
+    the pipeline), status, request_id and attempt count, when structlog is configured.
+    The exception itself reaches the caller, and `operation` records it on its span.
+    """
+    if not structlog.is_configured():
+        return
+    request = error.request
+    if request is None and error.response is not None:
+        request = error.response.request
+    fields = _without_none(
+        error=type(error).__qualname__,
+        message=error.message,
+        status_code=getattr(error, "status_code", None),
+        request_id=getattr(error, "request_id", None),
+        attempts=error.attempts,
+        method=getattr(request, "method", None),
+        url=_safe_url(getattr(request, "url", None)) or None,
+    )
+    logger.error("call_failed", **fields)
+
+
+# -- helpers for the Tracing policy and operation() ---------------------------------------
+
+
+def debug_enabled() -> bool:
+    """Whether per-attempt debug events are wanted: only once structlog is configured."""
+    return structlog.is_configured()
+
+
+def log_attempt(**fields: Any) -> None:
+    """Log the outcome of one wire attempt at debug level (None values left out)."""
+    logger.debug("attempt", **_without_none(**fields))
+
+
+_QUERY = re.compile(r"\?[^\s'\")\]]*")
+
+
+def scrub(text: str, redactor: Redactor | None = None) -> str:
+    """Remove query strings (``?...``) and the pipeline's secrets from `text`."""
+    if "?" in text:
+        text = _QUERY.sub("?…", text)
+    return redactor.redact(text) if redactor is not None else text
+
+
+def exception_attributes(
+    exc: BaseException, redactor: Redactor | None = None
+) -> dict[str, AttributeValue]:
+    """Attributes for ``span.record_exception`` with the message and stack trace scrubbed.
+
+    The SDK would record ``str(exc)`` and the whole cause chain as they are; a chained
+    urllib3 error names the full URL, query included, so both go through `scrub`.
+    """
+    return {
+        "exception.message": scrub(str(exc), redactor),
+        "exception.stacktrace": scrub(
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), redactor
+        ),
+    }
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _attributes(values: dict[str, AttributeValue | None]) -> dict[str, AttributeValue]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class _Counters:
+    provider: metrics.MeterProvider
+    retries: metrics.Counter
+    breaker_changes: metrics.Counter
+
+
+_cached_counters: _Counters | None = None
+
+
+def _meter_provider() -> metrics.MeterProvider:
+    """The meter provider of the reports (the global one; tests swap this function)."""
+    return metrics.get_meter_provider()
+
+
+def is_noop_meter_provider(provider: metrics.MeterProvider) -> bool:
+    """Whether `provider` records nothing (the API's default, before an SDK is set)."""
+    return isinstance(provider, _NOOP_METER_PROVIDERS)
+
+
+def _counters() -> _Counters | None:
+    global _cached_counters  # noqa: PLW0603 - a one-entry cache, replaced atomically
+    provider = _meter_provider()
+    if is_noop_meter_provider(provider):
+        return None
+    cached = _cached_counters
+    if cached is not None and cached.provider is provider:
+        return cached
+    meter = provider.get_meter(
+        INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
+    )
+    cached = _Counters(
+        provider=provider,
+        retries=meter.create_counter(
+            "requests_resilience.retries",
+            unit="{retry}",
+            description="Retries scheduled by a retry policy, by reason.",
+        ),
+        breaker_changes=meter.create_counter(
+            "requests_resilience.breaker.state_changes",
+            unit="{change}",
+            description="Circuit breaker state changes, by breaker and new state.",
+        ),
+    )
+    _cached_counters = cached
+    return cached
+
+
+def _noop_meter_providers() -> tuple[type[metrics.MeterProvider], ...]:
+    kinds: list[type[metrics.MeterProvider]] = [metrics.NoOpMeterProvider]
+    proxy = getattr(metrics, "_internal", None)
+    proxy_type = getattr(proxy, "_ProxyMeterProvider", None)
+    if isinstance(proxy_type, type):
+        kinds.append(proxy_type)
+    return tuple(kinds)
+
+
+_NOOP_METER_PROVIDERS = _noop_meter_providers()

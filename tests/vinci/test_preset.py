@@ -38,9 +38,9 @@ class Named:
 
 
 def test_default_pipeline_order() -> None:
-    """The preset: StatusErrors outermost, then retry, breaker, auth."""
+    """The preset: StatusErrors outermost, then retry, breaker, auth, tracing."""
     pipeline = build_pipeline(api_key=KEY)
-    assert pipeline.names == ("status_errors", "retry", "circuit_breaker", "auth")
+    assert pipeline.names == ("status_errors", "retry", "circuit_breaker", "auth", "tracing")
 
 
 def test_default_retry_follows_the_vendor_advice() -> None:
@@ -66,7 +66,7 @@ def test_seams_take_policies_in_their_places() -> None:
 
 def test_none_leaves_a_seam_out_and_default_is_accepted() -> None:
     """None skips a policy; DEFAULT asks for the preset's."""
-    assert build_pipeline(api_key=KEY, retry=None, breaker=DEFAULT).names == (
+    assert build_pipeline(api_key=KEY, retry=None, breaker=DEFAULT, tracing=None).names == (
         "status_errors",
         "circuit_breaker",
         "auth",

@@ -245,7 +245,7 @@ def _demo(args: argparse.Namespace, out: Console) -> int:
     if args.trace:
         lines = trace_one_job()
         if lines is None:
-            out.print("tracing not available (the Tracing policy is not wired in yet)")
+            out.print("tracing needs the OpenTelemetry SDK: pip install opentelemetry-sdk")
         else:
             out.print("trace of one job:")
             for line in lines:

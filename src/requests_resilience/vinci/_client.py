@@ -29,6 +29,7 @@ from requests_resilience._errors import (
 )
 from requests_resilience._parsing import json_body, request_id_of
 from requests_resilience._status_errors import status_error
+from requests_resilience._tracing import operation, route
 from requests_resilience.vinci._balance import (
     BalanceGuard,
     Reservation,
@@ -85,18 +86,15 @@ TimeoutOption: TypeAlias = "float | tuple[float, float]"
 
 
 @contextmanager
-def _operation(name: str, **attributes: object) -> Iterator[None]:
+def _operation(name: str, **attributes: Any) -> Iterator[None]:
     """The parent span of one logical operation (seam).
 
     Args:
         name: the operation, e.g. ``"vinci.text_to_video"``.
         **attributes: span attributes (never secrets, never the prompt).
     """
-    # LEAD: when `operation` lands, the body becomes
-    #     with operation(name, **attributes):
-    #         yield
-    del name, attributes
-    yield
+    with operation(name, tracer_provider=None, **attributes):
+        yield
 
 
 @contextmanager
@@ -106,11 +104,8 @@ def _route(template: str) -> Iterator[None]:
     Args:
         template: the path template, e.g. ``"/status/{request_id}"``.
     """
-    # LEAD: when `route` lands, the body becomes
-    #     with route(template):
-    #         yield
-    del template
-    yield
+    with route(template):
+        yield
 
 
 def _check_int(option: str, value: object, low: int, high: int) -> int:

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
-import requests_resilience
 from requests_resilience._breaker import CircuitBreaker
 from requests_resilience._errors import APIError, CircuitOpenError, InsufficientBalanceError
 from requests_resilience._retry import Retry
+from requests_resilience._tracing import Tracing
 from requests_resilience.vinci._client import VinciClient
 from requests_resilience.vinci._errors import JobFailedError
 from requests_resilience.vinci._preset import DEFAULT, PolicySeam, build_pipeline
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from requests_resilience._clock import Clock
-    from requests_resilience._pipeline import Call, Next, PolicyLike
+    from requests_resilience._pipeline import Call, Next
     from requests_resilience.testing import FakeVinciServer
 
 __all__ = ["AttemptStats", "DemoReport", "print_report", "run_demo", "trace_one_job"]
@@ -468,25 +468,12 @@ def print_report(report: DemoReport, console: Console | None = None) -> None:
 # -- --trace --------------------------------------------------------------------------
 
 
-def _make_tracing(provider: Any) -> PolicyLike:
-    # LEAD: build the Tracing policy on `provider` with its real signature.
-    tracing_cls = getattr(requests_resilience, "Tracing", None)
-    if tracing_cls is None:
-        msg = "requests_resilience.Tracing does not exist yet"
-        raise RuntimeError(msg)
-    policy: PolicyLike = tracing_cls(tracer_provider=provider)
-    return policy
-
-
 def trace_one_job(*, poll_interval: float = 0.05) -> list[str] | None:
     """Run one job (with one 503 on a poll) and return its trace tree as lines.
 
     Returns:
-        The lines, or None when tracing is not available (the `Tracing` policy or
-        the OpenTelemetry SDK is missing).
+        The lines, or None when the OpenTelemetry SDK is not installed.
     """
-    if getattr(requests_resilience, "Tracing", None) is None:
-        return None
     try:
         from opentelemetry import trace  # noqa: PLC0415 - optional dependency
         from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
@@ -501,11 +488,8 @@ def trace_one_job(*, poll_interval: float = 0.05) -> list[str] | None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    try:
-        tracing = _make_tracing(provider)
-    except (TypeError, RuntimeError):
-        return None
+    trace.set_tracer_provider(provider)  # the client's operation spans use the global one
+    tracing = Tracing(tracer_provider=provider)
     with FakeVinciServer() as server:
         server.script(Fault.status(503, retry_after="0.1"), path="/status/*")
         pipeline = build_pipeline(api_key=server.api_key, tracing=tracing)

@@ -30,6 +30,7 @@ from requests_resilience._errors import ConfigurationError
 from requests_resilience._pipeline import Pipeline, PolicyLike
 from requests_resilience._retry import Retry
 from requests_resilience._status_errors import StatusErrors
+from requests_resilience._tracing import Tracing
 
 if TYPE_CHECKING:
     from requests_resilience._clock import Clock
@@ -87,8 +88,9 @@ def _default_breaker() -> PolicyLike | None:
 
 
 def _default_tracing() -> PolicyLike | None:
-    # LEAD: return Tracing(...) (spans per attempt, traceparent injected).
-    return None
+    # One CLIENT span per wire attempt under the client's operation span; costs almost
+    # nothing until the application configures an OpenTelemetry SDK.
+    return Tracing()
 
 
 def _resolve(name: str, value: PolicySeam, default: PolicyLike | None) -> PolicyLike | None:

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of requests-resilience and the tools users would pick instead."""

@@ -1,0 +1,386 @@
+"""What policies report: structlog events, span events and metrics, never a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import pytest
+import requests
+import structlog
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from structlog.testing import capture_logs
+
+from requests_resilience import (
+    APIKeyAuth,
+    BreakerStateChange,
+    NotFoundError,
+    Pipeline,
+    Retry,
+    RetryDetails,
+    ServerError,
+    StatusErrors,
+    mount,
+)
+from requests_resilience import _telemetry as telemetry
+from requests_resilience import _tracing as tracing_module
+from requests_resilience._telemetry import breaker_state_changed, retry_scheduled
+from requests_resilience._tracing import Tracing, operation
+from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
+from tests.helpers import ScriptedTransport, response, run
+
+BALANCE = "/billing/balance"
+KEY = "sk-live-0123456789abcdef"
+
+RETRY = RetryDetails(
+    policy="retry",
+    method="GET",
+    url="https://api.example.com/v1/things",
+    attempt=1,
+    wait=0.25,
+    reason="status 503",
+    status_code=503,
+    request_id="req-1",
+    elapsed=0.01,
+)
+OPENED = BreakerStateChange(
+    breaker="api.example.com",
+    old_state="closed",
+    new_state="open",
+    failure_ratio=0.6,
+    calls=10,
+    retry_after=30.0,
+)
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog events captured for one test; the configuration is restored after."""
+    was_configured = structlog.is_configured()
+    saved = structlog.get_config()
+    with capture_logs() as entries:
+        yield entries
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
+
+
+@pytest.fixture
+def unconfigured() -> Iterator[None]:
+    """structlog with its built-in defaults (as in an app that never configured it)."""
+    was_configured = structlog.is_configured()
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    if was_configured:
+        structlog.configure(**saved)
+
+
+@pytest.fixture
+def tracer_provider() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """An isolated tracer provider with an in-memory exporter."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
+    """The reports' meter provider, swapped for an isolated one with an in-memory reader."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    monkeypatch.setattr(telemetry, "_meter_provider", lambda: provider)
+    monkeypatch.setattr(telemetry, "_cached_counters", None)
+    yield reader
+    provider.shutdown()
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint]:
+    data = reader.get_metrics_data()
+    found: list[NumberDataPoint] = []
+    if data is None:
+        return found
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    found.extend(metric.data.data_points)  # type: ignore[arg-type]
+    return found
+
+
+def no_secret_in(entries: list[MutableMapping[str, Any]], *secrets: str) -> None:
+    text = repr(entries)
+    for secret in secrets:
+        assert secret not in text
+    assert "Authorization" not in text
+    assert "Bearer" not in text
+
+
+# -- the three reports ----------------------------------------------------------------------
+
+
+def test_retry_scheduled_logs_a_warning_with_attempt_wait_reason_and_request_id(
+    logs: list[MutableMapping[str, Any]],
+) -> None:
+    """retry_scheduled() logs one warning with what the on-call engineer needs."""
+    retry_scheduled(RETRY)
+    assert logs == [
+        {
+            "event": "retry_scheduled",
+            "log_level": "warning",
+            "policy": "retry",
+            "method": "GET",
+            "url": "https://api.example.com/v1/things",
+            "attempt": 1,
+            "wait": 0.25,
+            "reason": "status 503",
+            "status_code": 503,
+            "request_id": "req-1",
+            "elapsed": 0.01,
+        }
+    ]
+
+
+def test_retry_scheduled_adds_an_event_to_the_current_span(
+    tracer_provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """The wait and its reason become a span event on the span around the call."""
+    provider, exporter = tracer_provider
+    with operation("vinci.balance", tracer_provider=provider):
+        retry_scheduled(RETRY)
+    (span,) = exporter.get_finished_spans()
+    (event,) = span.events
+    assert event.name == "requests_resilience.retry"
+    assert dict(event.attributes or {}) == {
+        "requests_resilience.retry.policy": "retry",
+        "requests_resilience.retry.attempt": 1,
+        "requests_resilience.retry.wait": 0.25,
+        "requests_resilience.retry.reason": "status 503",
+        "http.request.method": "GET",
+        "url.full": "https://api.example.com/v1/things",
+        "http.response.status_code": 503,
+        "requests_resilience.request_id": "req-1",
+    }
+
+
+def test_retry_scheduled_counts_retries_by_reason(counters: InMemoryMetricReader) -> None:
+    """requests_resilience.retries goes up by one per retry, with the reason."""
+    retry_scheduled(RETRY)
+    retry_scheduled(RETRY)
+    (point,) = points(counters, "requests_resilience.retries")
+    assert point.value == 2
+    assert dict(point.attributes or {}) == {
+        "requests_resilience.retry.policy": "retry",
+        "requests_resilience.retry.reason": "status 503",
+        "http.request.method": "GET",
+        "server.address": "api.example.com",
+    }
+
+
+def test_breaker_state_changed_logs_adds_an_event_and_counts(
+    logs: list[MutableMapping[str, Any]],
+    tracer_provider: tuple[TracerProvider, InMemorySpanExporter],
+    counters: InMemoryMetricReader,
+) -> None:
+    """A breaker change is a warning, a span event and a counted change."""
+    provider, exporter = tracer_provider
+    with operation("vinci.balance", tracer_provider=provider):
+        breaker_state_changed(OPENED)
+    assert logs == [
+        {
+            "event": "breaker_state_changed",
+            "log_level": "warning",
+            "breaker": "api.example.com",
+            "old_state": "closed",
+            "new_state": "open",
+            "failure_ratio": 0.6,
+            "calls": 10,
+            "retry_after": 30.0,
+        }
+    ]
+    (event,) = exporter.get_finished_spans()[0].events
+    assert event.name == "requests_resilience.breaker"
+    assert event.attributes is not None
+    assert event.attributes["requests_resilience.breaker.state"] == "open"
+    (point,) = points(counters, "requests_resilience.breaker.state_changes")
+    assert point.value == 1
+    assert dict(point.attributes or {}) == {
+        "requests_resilience.breaker.name": "api.example.com",
+        "requests_resilience.breaker.previous_state": "closed",
+        "requests_resilience.breaker.state": "open",
+    }
+
+
+def test_call_failed_logs_an_error_with_the_request_id(
+    logs: list[MutableMapping[str, Any]],
+) -> None:
+    """A final error is logged once, at error level, with request_id and attempts."""
+    transport = ScriptedTransport(
+        response(404, {"detail": "no such job"}, headers={"X-Request-ID": "req-9"})
+    )
+    with pytest.raises(NotFoundError):
+        run(Pipeline(StatusErrors()), transport)
+    (entry,) = [e for e in logs if e["event"] == "call_failed"]
+    assert entry["log_level"] == "error"
+    assert entry["error"] == "NotFoundError"
+    assert entry["status_code"] == 404
+    assert entry["request_id"] == "req-9"
+    assert entry["attempts"] == 1
+    assert entry["url"] == "https://api.example.com/v1/things"
+    assert "no such job" in entry["message"]
+
+
+def test_reports_without_a_span_or_an_sdk_do_nothing_but_log(
+    logs: list[MutableMapping[str, Any]],
+) -> None:
+    """With only the API (no span, no meter provider), the reports only log."""
+    assert telemetry._counters() is None
+    retry_scheduled(RETRY)
+    breaker_state_changed(OPENED)
+    assert [e["event"] for e in logs] == ["retry_scheduled", "breaker_state_changed"]
+
+
+# -- quiet by default --------------------------------------------------------------------------
+
+
+def test_unconfigured_structlog_gets_no_debug_and_no_error_events(
+    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until structlog is configured, attempts and final errors are not logged."""
+    attempts: list[MutableMapping[str, Any]] = []
+    monkeypatch.setattr(tracing_module, "log_attempt", lambda **kw: attempts.append(kw))
+    errors: list[str] = []
+    monkeypatch.setattr(telemetry.logger, "error", lambda *a, **kw: errors.append(a[0]))
+    assert telemetry.debug_enabled() is False
+    pipeline = Pipeline(StatusErrors(), Tracing(meter_provider=metrics.NoOpMeterProvider()))
+    with pytest.raises(ServerError):
+        run(pipeline, ScriptedTransport(response(500)))
+    assert attempts == []
+    assert errors == []
+
+
+def test_unconfigured_structlog_still_gets_the_retry_warning(
+    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry is logged even then: the caller has no other way to see it."""
+    warnings: list[str] = []
+    monkeypatch.setattr(telemetry.logger, "warning", lambda *a, **kw: warnings.append(a[0]))
+    retry_scheduled(RETRY)
+    breaker_state_changed(OPENED)
+    assert warnings == ["retry_scheduled", "breaker_state_changed"]
+
+
+# -- end to end, over real HTTP ----------------------------------------------------------------
+
+
+def test_a_retried_call_logs_every_attempt_and_retry_without_any_secret(
+    fake_vinci: FakeVinciServer, session: requests.Session, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """503, 503, 200: three attempt events, two retry warnings, no key anywhere."""
+    key = fake_vinci.api_key
+    echo = {"detail": f"upstream rejected key {key}", "request_id": "req-503"}
+    fake_vinci.script(Fault.status(503, body=echo), Fault.status(503, body=echo), path=BALANCE)
+    pipeline = Pipeline(
+        StatusErrors(),
+        Retry(budget=None),
+        APIKeyAuth(key),
+        Tracing(meter_provider=metrics.NoOpMeterProvider()),
+        clock=FakeClock(),
+    )
+    mount(session, fake_vinci.base_url + "/", pipeline)
+    session.get(fake_vinci.url(BALANCE), params={"api_key": key, "page": "1"}).close()
+    attempts = [e for e in logs if e["event"] == "attempt"]
+    retries = [e for e in logs if e["event"] == "retry_scheduled"]
+    assert [e["status_code"] for e in attempts] == [503, 503, 200]
+    assert [e["attempt"] for e in attempts] == [1, 2, 3]
+    assert {e["log_level"] for e in attempts} == {"debug"}
+    assert [e["request_id"] for e in attempts[:2]] == ["req-503", "req-503"]
+    assert [(e["attempt"], e["reason"]) for e in retries] == [(1, "status 503"), (2, "status 503")]
+    assert all(e["wait"] >= 0 for e in retries)
+    assert [e["request_id"] for e in retries] == ["req-503", "req-503"]
+    assert attempts[0]["url"] == fake_vinci.url(BALANCE)
+    no_secret_in(logs, key, key[:8], key[-8:])
+
+
+def test_a_failed_call_logs_the_final_error_without_any_secret(
+    fake_vinci: FakeVinciServer, session: requests.Session, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """Every attempt fails: one call_failed error event, whose message holds no key."""
+    key = fake_vinci.api_key
+    echo = {"detail": f"bad key {key}"}
+    fake_vinci.script(Fault.status(503, body=echo), Fault.status(503, body=echo), path=BALANCE)
+    pipeline = Pipeline(
+        StatusErrors(),
+        Retry(budget=None, max_attempts=2),
+        APIKeyAuth(key),
+        Tracing(meter_provider=metrics.NoOpMeterProvider()),
+        clock=FakeClock(),
+    )
+    mount(session, fake_vinci.base_url + "/", pipeline)
+    with pytest.raises(ServerError):
+        session.get(fake_vinci.url(BALANCE), params={"token": key})
+    (failed,) = [e for e in logs if e["event"] == "call_failed"]
+    assert failed["attempts"] == 2
+    assert failed["status_code"] == 503
+    assert "[REDACTED]" in failed["message"]
+    no_secret_in(logs, key, key[:8], key[-8:])
+
+
+def test_no_span_attribute_or_event_holds_a_secret(
+    fake_vinci: FakeVinciServer,
+    session: requests.Session,
+    tracer_provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Spans of a retried, failing call: the key is in no attribute and no event."""
+    provider, exporter = tracer_provider
+    key = fake_vinci.api_key
+    fake_vinci.script(
+        Fault.status(503, body={"detail": f"bad key {key}", "request_id": "req-503"}),
+        Fault.reset(),
+        path=BALANCE,
+    )
+    pipeline = Pipeline(
+        StatusErrors(),
+        Retry(budget=None, max_attempts=2),
+        APIKeyAuth(key),
+        Tracing(tracer_provider=provider, meter_provider=metrics.NoOpMeterProvider()),
+        clock=FakeClock(),
+    )
+    mount(session, fake_vinci.base_url + "/", pipeline)
+    with pytest.raises(requests.ConnectionError), operation("op", tracer_provider=provider):
+        session.get(fake_vinci.url(BALANCE), params={"api_key": key})
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    text = repr(
+        [
+            (dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events], s.status)
+            for s in spans
+        ]
+    )
+    assert key not in text
+    assert key[:8] not in text
+    assert "Bearer" not in text
+
+
+def test_a_request_id_echoing_the_key_is_redacted_in_retry_reports(
+    fake_vinci: FakeVinciServer, session: requests.Session, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """A server that echoes the key as its request id does not leak it through a retry."""
+    key = fake_vinci.api_key
+    fake_vinci.script(Fault.status(503, body={"request_id": f"req {key}"}), path=BALANCE)
+    pipeline = Pipeline(StatusErrors(), Retry(budget=None), APIKeyAuth(key), clock=FakeClock())
+    mount(session, fake_vinci.base_url + "/", pipeline)
+    session.get(fake_vinci.url(BALANCE)).close()
+    assert [e["event"] for e in logs] == ["retry_scheduled"]
+    no_secret_in(logs, key)

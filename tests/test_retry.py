@@ -424,15 +424,41 @@ def test_budget_empty_waits_patiently_then_fails_with_its_own_error() -> None:
     assert exc.history[-1].reason == "retry budget empty"
 
 
-def test_budget_keeps_its_last_token_for_last_attempts() -> None:
-    """Early retries leave one token; the call's last attempt may take it."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
+def test_failing_server_rations_retries() -> None:
+    """After first attempts keep failing, retries only spend from a nearly full bucket."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=4.0)
+    assert budget.try_spend(0.0)  # healthy: any token may go
+    assert budget.try_spend(0.0)
+    budget.first_attempt_failed()
+    budget.first_attempt_failed()
+    assert budget.failing
+    assert not budget.try_spend(0.0)  # 2 left, 3 needed while failing
+    budget.refund()
+    assert budget.try_spend(0.0)  # 3 left: one may go
+    assert not budget.try_spend(0.0)
+
+
+def test_one_success_ends_a_failing_spell() -> None:
+    """The first success after failures earns a whole token and lifts the rationing."""
+    budget = RetryBudget(ratio=0.2, min_per_second=0.0, max_tokens=4.0)
+    for _ in range(4):
+        budget.try_spend(0.0)
+    for _ in range(3):
+        budget.first_attempt_failed()
+    budget.deposit(0.0)
+    assert not budget.failing
+    assert budget.snapshot()["tokens"] == 1.0
+    assert budget.try_spend(0.0)
+
+
+def test_healthy_budget_waits_patiently_when_empty() -> None:
+    """Healthy but empty: early retries wait their steps; a refilled token is used."""
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=1.0)
     retry = Retry(budget=budget, max_attempts=5, jitter="none", initial_delay=1.0)
     transport, clock, exc = go(retry, response(503))
-    assert isinstance(exc, ServerError)
-    assert [c.attempt for c in transport.calls] == [1, 2, 3]
-    assert clock.sleeps == [1, 2, 4, 8]  # attempts 2 and 3 went at the first and last step
-    assert exc.history[-1].reason == "attempts exhausted"
+    assert isinstance(exc, RetryBudgetExhaustedError)
+    assert [c.attempt for c in transport.calls] == [1, 2]
+    assert clock.sleeps == [1, 2, 4, 8]
 
 
 def test_budget_fail_fast() -> None:

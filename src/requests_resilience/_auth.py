@@ -36,8 +36,8 @@ class APIKeyAuth:
 
     Raises:
         MissingAPIKeyError: no key was given and `env_var` is unset or blank.
-        ConfigurationError: the key contains a line break or NUL, or the header is
-            empty.
+        ConfigurationError: the key contains a line break or NUL, the header is
+            empty, or the scheme contains white space.
 
     Example:
         >>> auth = APIKeyAuth(env_var="VINCI_API_KEY")  # doctest: +SKIP
@@ -66,10 +66,15 @@ class APIKeyAuth:
             raise MissingAPIKeyError(msg)
         key = key.strip()
         if any(ch in _FORBIDDEN for ch in key):
-            msg = "the API key contains a line break or NUL character"
+            msg = "api_key must not contain a line break or NUL character"
             raise ConfigurationError(msg)
         if not header or any(ch in _FORBIDDEN or ch.isspace() for ch in header):
             msg = f"header must be a non-empty header name, got {header!r}"
+            raise ConfigurationError(msg)
+        if scheme is not None and (
+            not isinstance(scheme, str) or any(ch in _FORBIDDEN or ch.isspace() for ch in scheme)
+        ):
+            msg = f"scheme must be None or one word without white space, got {scheme!r}"
             raise ConfigurationError(msg)
         self._key = key
         self._header = header

@@ -99,8 +99,9 @@ def is_breaker_failure(outcome: Response | BaseException) -> bool:
     (the `APIConnectionError` family, or plain ``requests.ConnectionError`` /
     ``requests.Timeout``). Not failures: 1xx-4xx responses, 429 included (the server is
     answering, and the rate limit is the retry's business), and every other exception.
-    A `CircuitOpenError` from an inner breaker never reaches this function: the
-    policy ignores it (it is neither a failure nor a success).
+    A `CircuitOpenError` from an inner breaker never reaches this function, nor does
+    a local refusal (an `APIStatusError` without a response, e.g. from an inner rate
+    limit): the policy ignores them (neither a failure nor a success).
 
     Replace it with ``CircuitBreaker(is_failure=...)``, usually delegating to it::
 
@@ -525,6 +526,11 @@ class CircuitBreaker:
             storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
             raise  # an inner breaker's refusal: nothing reached the server
         except Exception as exc:
+            if isinstance(exc, APIStatusError) and exc.response is None:
+                # A local refusal (an inner rate limit): nothing reached the server, so
+                # it is neither a failure nor a success, and a probe stays unanswered.
+                storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
+                raise
             self._count(key, cell, exc, probe, clock)
             raise
         except BaseException:

@@ -295,9 +295,9 @@ class Retry:
             outcome = self.classify(response, error)
             if outcome is Outcome.SUCCESS:
                 if budget is not None:
-                    budget.deposit(clock.monotonic())
+                    budget.deposit(clock.monotonic(), first_attempt=attempt == 1)
                     if attempt > 1:
-                        budget.refund(succeeded=True)  # a retry that worked is free
+                        budget.refund()  # a retry that worked is free
                 if attempt == 1:
                     return response  # type: ignore[return-value] # the hot path: nothing to record
             record = Attempt(
@@ -306,11 +306,12 @@ class Retry:
                 error=type(error).__name__ if error is not None else None,
                 duration=clock.monotonic() - began,
             )
-            if budget is not None and attempt > 1:
+            if budget is not None and outcome is not Outcome.SUCCESS:
                 if isinstance(error, CircuitOpenError):
-                    budget.refund(succeeded=False)  # the retry never reached the wire
-                elif outcome is not Outcome.SUCCESS:
-                    budget.retry_failed()
+                    if attempt > 1:
+                        budget.refund()  # the retry never reached the wire
+                elif attempt == 1 and outcome is not Outcome.FATAL:
+                    budget.first_attempt_failed()  # the server's health, for the budget
 
             # Decide whether to try again, and after how long.
             stop: str | None = None
@@ -346,12 +347,7 @@ class Retry:
                 if deadline is not None and now + wait > deadline:
                     stop = "deadline would pass during the wait"
                     break
-                last = slot + 1 >= self.max_attempts
-                if (
-                    budget is not None
-                    and self.fail_fast_on_budget
-                    and not budget.try_spend(now, last_attempt=last)
-                ):
+                if budget is not None and self.fail_fast_on_budget and not budget.try_spend(now):
                     blocked = True
                     break
                 reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
@@ -372,7 +368,7 @@ class Retry:
                 if (
                     budget is None
                     or self.fail_fast_on_budget
-                    or budget.try_spend(clock.monotonic(), last_attempt=last)
+                    or budget.try_spend(clock.monotonic())
                 ):
                     break
                 blocked = True  # no token: keep our patience and wait for the next step

@@ -11,6 +11,7 @@ from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
     APIError,
     APIStatusError,
+    ConfigurationError,
     RateLimitError,
     ServerError,
     _safe_url,
@@ -61,7 +62,7 @@ class StatusErrors:
         for code, cls in table.items():
             if not isinstance(code, int) or not 400 <= code <= 599:
                 msg = f"StatusErrors table: status {code!r} must be an int from 400 to 599"
-                raise ValueError(msg)
+                raise ConfigurationError(msg)
             if not (isinstance(cls, type) and issubclass(cls, APIStatusError)):
                 msg = f"StatusErrors table: {code} must map to an APIStatusError subclass"
                 raise TypeError(msg)

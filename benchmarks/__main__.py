@@ -20,6 +20,7 @@ BENCHMARKS = {
     "overhead": "benchmarks.bench_overhead",
     "retry": "benchmarks.bench_retry",
     "breaker": "benchmarks.bench_breaker",
+    "ratelimit": "benchmarks.bench_ratelimit",
 }
 
 

@@ -60,7 +60,9 @@ def test_exported_members() -> None:
         "PipelineAdapter",
         "Policy",
         "PolicyLike",
+        "RateLimit",
         "RateLimitError",
+        "RateLimitStatus",
         "RequestHook",
         "ResponseHook",
         "Retry",
@@ -80,6 +82,7 @@ def test_exported_members() -> None:
         "mount",
         "no_waits",
         "operation",
+        "rate_limit_key_for",
         "route",
         "set_testing",
     ]

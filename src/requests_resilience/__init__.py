@@ -57,6 +57,7 @@ from requests_resilience._pipeline import (
     PolicyLike,
     attempts_of,
 )
+from requests_resilience._ratelimit import RateLimit, RateLimitStatus, rate_limit_key_for
 from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, operation, route
@@ -90,7 +91,9 @@ __all__ = [
     "PipelineAdapter",
     "Policy",
     "PolicyLike",
+    "RateLimit",
     "RateLimitError",
+    "RateLimitStatus",
     "RequestHook",
     "ResponseHook",
     "Retry",
@@ -110,6 +113,7 @@ __all__ = [
     "mount",
     "no_waits",
     "operation",
+    "rate_limit_key_for",
     "route",
     "set_testing",
 ]

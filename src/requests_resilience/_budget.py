@@ -13,8 +13,8 @@ attempts, and spends differently in each case.
   succeeded has fallen below one half, as in an outage), a retry may only spend from
   a nearly full bucket (at least `max_tokens` - 1 tokens): a fleet of callers sends a
   retry or two per refill instead of one per caller per backoff step, and the tokens
-  it keeps are there when the server comes back. One success ends the failing spell and earns a whole token, so waiting calls
-  follow it at once.
+  it keeps are there when the server comes back. One success ends the failing spell
+  and earns a whole token, so waiting calls follow it at once.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ def client(fake_vinci: FakeVinciServer, clock: FakeClock) -> Iterator[VinciClien
     Most tests check what one request does (its mapping, its validation); the preset's
     retry and breaker have tests of their own (`resilient_client`).
     """
-    pipeline = build_pipeline(api_key=fake_vinci.api_key, clock=clock, retry=None, breaker=None)
+    pipeline = build_pipeline(
+        api_key=fake_vinci.api_key, clock=clock, retry=None, breaker=None, rate_limit=None
+    )
     with VinciClient(base_url=fake_vinci.base_url, pipeline=pipeline, clock=clock) as c:
         yield c
 

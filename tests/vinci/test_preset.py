@@ -9,6 +9,7 @@ from requests.adapters import HTTPAdapter
 from requests_resilience import (
     AuthenticationError,
     Call,
+    CircuitBreaker,
     ConfigurationError,
     MissingAPIKeyError,
     Next,
@@ -16,6 +17,7 @@ from requests_resilience import (
     PipelineAdapter,
     Retry,
 )
+from requests_resilience._ratelimit import RateLimit, rate_limit_key_for
 from requests_resilience.testing import FakeClock, FakeVinciServer
 from requests_resilience.vinci import DEFAULT, DEFAULT_BASE_URL, build_pipeline, mount
 
@@ -38,9 +40,37 @@ class Named:
 
 
 def test_default_pipeline_order() -> None:
-    """The preset: StatusErrors outermost, then retry, breaker, auth, tracing."""
+    """The preset: StatusErrors outermost, then retry, breaker, rate limit, auth, tracing."""
     pipeline = build_pipeline(api_key=KEY)
-    assert pipeline.names == ("status_errors", "retry", "circuit_breaker", "auth", "tracing")
+    assert pipeline.names == (
+        "status_errors",
+        "retry",
+        "circuit_breaker",
+        "rate_limit",
+        "auth",
+        "tracing",
+    )
+
+
+def test_default_rate_limit_is_ten_a_minute_keyed_by_a_hash_of_the_key() -> None:
+    """The preset's rate limit: 10/min, burst 10, one bucket per API key hash, no key in it."""
+    limit = build_pipeline(api_key=KEY).policies[3]
+    assert isinstance(limit, RateLimit)
+    assert (limit.requests, limit.period, limit.burst) == (10.0, 60.0, 10)
+    assert f"key={rate_limit_key_for(KEY)!r}" in repr(limit)
+    assert KEY not in repr(limit)
+    assert not limit.shared
+
+
+def test_redis_url_is_shared_by_the_breaker_and_the_rate_limit() -> None:
+    """redis_url= makes the preset's breaker and rate limit share state (no I/O at build)."""
+    pipeline = build_pipeline(api_key=KEY, redis_url="redis://:pw-secret@127.0.0.1:1/0")
+    breaker, limit = pipeline.policies[2], pipeline.policies[3]
+    assert isinstance(breaker, CircuitBreaker)
+    assert isinstance(limit, RateLimit)
+    assert breaker.shared
+    assert limit.shared
+    assert "pw-secret" not in pipeline.describe()
 
 
 def test_default_retry_follows_the_vendor_advice() -> None:
@@ -53,22 +83,34 @@ def test_default_retry_follows_the_vendor_advice() -> None:
 
 
 def test_seams_take_policies_in_their_places() -> None:
-    """retry, extra policies, breaker, auth and tracing come in the documented order."""
+    """retry, extra policies, breaker, rate limit, auth, tracing: in the documented order."""
     pipeline = build_pipeline(
         api_key=KEY,
         retry=Named("retry"),
         breaker=Named("breaker"),
+        rate_limit=Named("limit"),
         tracing=Named("tracing"),
         extra_policies=(tag,),
     )
-    assert pipeline.names == ("status_errors", "retry", "tag", "breaker", "auth", "tracing")
+    assert pipeline.names == (
+        "status_errors",
+        "retry",
+        "tag",
+        "breaker",
+        "limit",
+        "auth",
+        "tracing",
+    )
 
 
 def test_none_leaves_a_seam_out_and_default_is_accepted() -> None:
     """None skips a policy; DEFAULT asks for the preset's."""
-    assert build_pipeline(api_key=KEY, retry=None, breaker=DEFAULT, tracing=None).names == (
+    assert build_pipeline(
+        api_key=KEY, retry=None, breaker=DEFAULT, rate_limit=None, tracing=None
+    ).names == ("status_errors", "circuit_breaker", "auth")
+    assert build_pipeline(api_key=KEY, retry=None, breaker=None, tracing=None).names == (
         "status_errors",
-        "circuit_breaker",
+        "rate_limit",
         "auth",
     )
 
@@ -77,6 +119,8 @@ def test_a_seam_rejects_what_is_not_a_policy() -> None:
     """A wrong value fails when the pipeline is built, naming the seam."""
     with pytest.raises(ConfigurationError, match="retry"):
         build_pipeline(api_key=KEY, retry=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="rate_limit"):
+        build_pipeline(api_key=KEY, rate_limit="10/min")  # type: ignore[arg-type]
 
 
 def test_the_clock_is_the_pipelines() -> None:

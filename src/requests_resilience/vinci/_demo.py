@@ -334,6 +334,7 @@ def run_demo(
             clock=clock,
             retry=retry,
             breaker=breaker,
+            rate_limit=None,  # the demo's server has no rate limit; keep its timing
             tracing=tracing,
             extra_policies=(stats,),
         )
@@ -492,7 +493,7 @@ def trace_one_job(*, poll_interval: float = 0.05) -> list[str] | None:
     tracing = Tracing(tracer_provider=provider)
     with FakeVinciServer() as server:
         server.script(Fault.status(503, retry_after="0.1"), path="/status/*")
-        pipeline = build_pipeline(api_key=server.api_key, tracing=tracing)
+        pipeline = build_pipeline(api_key=server.api_key, rate_limit=None, tracing=tracing)
         with VinciClient(base_url=server.base_url, pipeline=pipeline) as client:
             job = client.text_to_video("Calm ocean at sunrise", duration_seconds=3)
             client.wait(job, poll_interval=poll_interval)

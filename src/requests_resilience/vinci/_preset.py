@@ -9,6 +9,8 @@
           ├─ *extra_policies          once per attempt, outside the breaker: they see
           │                           every attempt, a CircuitOpenError included
           ├─ breaker                  (seam) fails fast while the API is down
+          ├─ rate_limit               (seam) one token per attempt, per API key, adapts
+          │                           to 429s; shared through Redis with `redis_url`
           ├─ APIKeyAuth               Authorization: Bearer <VINCI_API_KEY>
           ├─ tracing                  (seam) one span per wire attempt
           └─ transport                requests' HTTPAdapter (pool, TLS, proxies)
@@ -17,7 +19,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
@@ -28,6 +30,7 @@ from requests_resilience._auth import APIKeyAuth
 from requests_resilience._breaker import CircuitBreaker
 from requests_resilience._errors import ConfigurationError
 from requests_resilience._pipeline import Pipeline, PolicyLike
+from requests_resilience._ratelimit import RateLimit, rate_limit_key_for
 from requests_resilience._retry import Retry
 from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import Tracing
@@ -81,10 +84,24 @@ def _default_retry() -> PolicyLike | None:
     return Retry(max_attempts=5, initial_delay=1.0, max_delay=30.0, timeout=120.0)
 
 
-def _default_breaker() -> PolicyLike | None:
+def _default_breaker(redis_url: str | None = None) -> PolicyLike | None:
     # Vinci keys allow 10 to 100 requests a minute, so the window is a minute long and
     # five calls are enough to judge; a 15 s break is one probe per 15 s while it is down.
-    return CircuitBreaker(failure_ratio=0.5, minimum_calls=5, window=60.0, break_duration=15.0)
+    return CircuitBreaker(
+        failure_ratio=0.5,
+        minimum_calls=5,
+        window=60.0,
+        break_duration=15.0,
+        redis_url=redis_url,
+    )
+
+
+def _default_rate_limit(api_key: str, redis_url: str | None = None) -> PolicyLike | None:
+    # New keys allow 10 requests a minute (the documented default). The server counts a
+    # fixed minute per key, so a burst of 10 costs nothing it would not allow; its
+    # X-RateLimit-Limit raises the target for keys allowed more (up to 100/min). The
+    # bucket is keyed by a hash of the key, never the key itself.
+    return RateLimit.per_minute(10, burst=10, key=rate_limit_key_for(api_key), redis_url=redis_url)
 
 
 def _default_tracing() -> PolicyLike | None:
@@ -93,9 +110,11 @@ def _default_tracing() -> PolicyLike | None:
     return Tracing()
 
 
-def _resolve(name: str, value: PolicySeam, default: PolicyLike | None) -> PolicyLike | None:
+def _resolve(
+    name: str, value: PolicySeam, default: Callable[[], PolicyLike | None]
+) -> PolicyLike | None:
     if value is DEFAULT:
-        return default
+        return default()
     if value is None or callable(value) or callable(getattr(value, "send", None)):
         return value
     msg = f"{name} must be a policy, None (leave it out) or DEFAULT, got {type(value).__name__}"
@@ -108,8 +127,10 @@ def build_pipeline(
     clock: Clock | None = None,
     retry: PolicySeam = DEFAULT,
     breaker: PolicySeam = DEFAULT,
+    rate_limit: PolicySeam = DEFAULT,
     tracing: PolicySeam = DEFAULT,
     extra_policies: Iterable[PolicyLike] = (),
+    redis_url: str | None = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -118,33 +139,46 @@ def build_pipeline(
         clock: the clock every policy uses (default `SystemClock`).
         retry: the retry policy; `DEFAULT` for the preset's, None for none.
         breaker: the circuit breaker; `DEFAULT` for the preset's, None for none.
+        rate_limit: the rate limit; `DEFAULT` for the preset's (10 requests a minute
+            per API key, adapting to the server's 429s and ``X-RateLimit-*``
+            headers), None for none.
         tracing: the tracing policy; `DEFAULT` for the preset's, None for none.
         extra_policies: policies that run once per attempt, inside the retry and
             outside the breaker (for example a metrics or header policy).
+        redis_url: a Redis that the preset's breaker and rate limit share with every
+            process using it (``redis://...``; needs the ``redis`` extra); None to
+            keep their state in this process. Policies you pass are left as they are.
 
     Returns:
         The frozen pipeline.
 
     Raises:
         MissingAPIKeyError: no key was passed and ``VINCI_API_KEY`` is unset or blank.
-        ConfigurationError: a seam got something that is not a policy.
+        ConfigurationError: a seam got something that is not a policy, or a bad
+            `redis_url`.
 
     Example:
         >>> from requests_resilience.vinci import build_pipeline
-        >>> pipeline = build_pipeline(api_key="sk-test-123456789", retry=None)
+        >>> pipeline = build_pipeline(api_key="sk-test-123456789", retry=None, breaker=None)
         >>> pipeline.names
-        ('status_errors', 'auth')
+        ('status_errors', 'rate_limit', 'auth', 'tracing')
     """
+    auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR)
     policies: list[PolicyLike] = [StatusErrors()]
-    chosen_retry = _resolve("retry", retry, _default_retry())
+    chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
         policies.append(chosen_retry)
     policies.extend(extra_policies)
-    chosen_breaker = _resolve("breaker", breaker, _default_breaker())
+    chosen_breaker = _resolve("breaker", breaker, lambda: _default_breaker(redis_url))
     if chosen_breaker is not None:
         policies.append(chosen_breaker)
-    policies.append(APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR))
-    chosen_tracing = _resolve("tracing", tracing, _default_tracing())
+    chosen_rate_limit = _resolve(
+        "rate_limit", rate_limit, lambda: _default_rate_limit(auth.secrets[0], redis_url)
+    )
+    if chosen_rate_limit is not None:
+        policies.append(chosen_rate_limit)
+    policies.append(auth)
+    chosen_tracing = _resolve("tracing", tracing, _default_tracing)
     if chosen_tracing is not None:
         policies.append(chosen_tracing)
     return Pipeline(*policies, clock=clock)
@@ -178,8 +212,10 @@ def mount(
     clock: Clock | None = None,
     retry: PolicySeam = DEFAULT,
     breaker: PolicySeam = DEFAULT,
+    rate_limit: PolicySeam = DEFAULT,
     tracing: PolicySeam = DEFAULT,
     extra_policies: Iterable[PolicyLike] = (),
+    redis_url: str | None = None,
     pool_maxsize: int = 32,
 ) -> requests.Session:
     """Mount the Vinci pipeline on `session` for URLs under `base_url`.
@@ -194,8 +230,10 @@ def mount(
         clock: see `build_pipeline`.
         retry: see `build_pipeline`.
         breaker: see `build_pipeline`.
+        rate_limit: see `build_pipeline`.
         tracing: see `build_pipeline`.
         extra_policies: see `build_pipeline`.
+        redis_url: see `build_pipeline`.
         pool_maxsize: connections kept to the API; at least the number of threads
             that share the session.
 
@@ -219,7 +257,9 @@ def mount(
         clock=clock,
         retry=retry,
         breaker=breaker,
+        rate_limit=rate_limit,
         tracing=tracing,
         extra_policies=extra_policies,
+        redis_url=redis_url,
     )
     return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

@@ -1,0 +1,814 @@
+"""The `RateLimit` policy: a client-side token bucket that learns from the server's 429s.
+
+One token per wire attempt, taken (or waited for) before the request leaves; a wait
+that would pass the call's deadline or `max_wait` is not started, and the call fails at
+once with a local `RateLimitError` (no request is sent). The rate adapts: a ``429``
+drops it (CUBIC-style, as botocore's adaptive retry mode does, see `_ratelimit_storage`)
+and no token is granted before its ``Retry-After``; ``X-RateLimit-Limit`` sets the
+ceiling, ``X-RateLimit-Remaining: 0`` pauses the bucket until ``X-RateLimit-Reset``;
+after a quiet period the rate climbs back. With Redis, every process using the same
+key draws from one bucket::
+
+    StatusErrors ─▶ Retry ─▶ CircuitBreaker ─▶ RateLimit ─▶ APIKeyAuth ─▶ Tracing ─▶ transport
+                                                   │
+                     reserve the next slot ────────┤  (one Lua script in Redis, or a lock)
+                     sleep until it, no lock held ─┤
+                     send; learn from the answer ──┘  (429, Retry-After, X-RateLimit-*)
+
+Callers get consecutive slots in the order they ask (a reservation scheme), so
+threads are served first come, first served and none starves. A caller that slept for
+its slot checks the bucket again before sending: a pause the server asked for meanwhile
+is waited out, and if the rate dropped meanwhile (a 429, or a lower limit learnt from
+the first answers) it queues again at the new rate, so a fleet that started too fast
+does not send its whole queue at the old pace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import urllib.parse
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, trace
+
+from requests_resilience import _telemetry
+from requests_resilience._breaker import _redacted_url, breaker_key_by_host
+from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
+from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
+from requests_resilience._ratelimit_storage import (
+    BucketParams,
+    BucketStorage,
+    FailoverBucket,
+    MemoryBucket,
+    RedisLink,
+    import_redis,
+    ttl_ms,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from requests import Response
+
+    from requests_resilience._pipeline import Call, Next
+
+__all__ = ["RateLimit", "RateLimitStatus", "rate_limit_key_for"]
+
+_DAY = 86_400.0
+_REDIS_TIMEOUT = 0.5  # seconds, to connect to Redis and for each command
+_RECHECKS = 8  # a caller re-queues at most this many times after its slot came
+_RATE_DROPPED = 0.95  # a caller whose rate dropped below this share re-queues
+_RATE_ATTRIBUTE = "requests_resilience.rate_limit.rate"
+_WAIT_ATTRIBUTE = "requests_resilience.rate_limit.wait"
+
+
+def rate_limit_key_for(api_key: str) -> str:
+    """A bucket key for an API key that does not reveal it: ``"key-"`` + 16 hex digits.
+
+    Every process that uses the same API key gets the same bucket key, so they share
+    one bucket in Redis, and the key itself never reaches Redis, logs or metrics.
+
+    Args:
+        api_key: the API key (surrounding white space is ignored).
+
+    Example:
+        >>> rate_limit_key_for("sk-live-abc123def456")
+        'key-cda935b720e48ea1'
+    """
+    digest = hashlib.sha256(api_key.strip().encode("utf-8")).hexdigest()
+    return f"key-{digest[:16]}"
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def _number(option: str, value: float | timedelta, low: float, high: float, unit: str) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"RateLimit {option} must be a number{unit}, got {value!r}"
+        raise ConfigurationError(msg)
+    if not low <= value <= high:
+        msg = f"RateLimit {option} must be from {low:g} to {high:g}{unit}, got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Settings:
+    requests: float
+    period: float
+    burst: int
+    headroom: float
+    recovery: float
+    max_wait: float
+    keep_on_throttle: float
+    follow_headers: bool
+    key: str | Callable[[Call], str]
+    namespace: str
+    storage: str
+    params: BucketParams
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStatus:
+    """A read-only picture of one key's bucket, from `RateLimit.status()`.
+
+    The rate, tokens and pause come from the bucket (shared, with Redis); the totals
+    count what *this* process's policy did since it was built.
+
+    Attributes:
+        key: the bucket's key.
+        rate: the current rate, requests per second.
+        target: the rate it climbs back to: the configured one, or the server's
+            ``X-RateLimit-Limit`` per period (both times `headroom`).
+        tokens: requests that could go at once now (0 while callers are queued).
+        paused_for: seconds until a pause the server asked for ends (0.0 when none).
+        sent: attempts this policy let through.
+        waited: of those, how many waited for their slot.
+        refused: attempts refused locally (the wait would pass the deadline).
+        throttled: 429 answers seen.
+        shared: whether the bucket is shared between processes (Redis).
+    """
+
+    key: str
+    rate: float
+    target: float
+    tokens: float
+    paused_for: float
+    sent: int
+    waited: int
+    refused: int
+    throttled: int
+    shared: bool
+
+    @property
+    def per_minute(self) -> float:
+        """The current rate in requests per minute."""
+        return self.rate * 60.0
+
+
+class _Cell:
+    """One key's bucket, and what this process did with it (under a short lock)."""
+
+    __slots__ = (
+        "bucket",
+        "ceiling",
+        "clock",
+        "lock",
+        "rate",
+        "refused",
+        "sent",
+        "throttled",
+        "waited",
+    )
+
+    def __init__(self, bucket: BucketStorage, rate: float) -> None:
+        self.bucket = bucket
+        self.lock = threading.Lock()
+        self.clock: Clock = SystemClock()
+        self.rate = rate  # the last rate this process saw, for the gauge
+        self.ceiling: float | None = None  # the last ceiling sent to the bucket
+        self.sent = 0
+        self.waited = 0
+        self.refused = 0
+        self.throttled = 0
+
+
+def _redis_link(
+    redis_url: str | None, redis_client: Redis | None, name: str
+) -> tuple[RedisLink | None, str, tuple[str, ...]]:
+    """The Redis link of a policy (or None), where it points, and the password to redact."""
+    if redis_url is None and redis_client is None:
+        return None, "memory", ()
+    redis = import_redis()
+    secrets: tuple[str, ...] = ()
+    if redis_url is not None:
+        if not isinstance(redis_url, str) or not redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            msg = (
+                "RateLimit redis_url must start with redis://, rediss:// or "
+                f"unix://, got {_redacted_url(str(redis_url))!r}"
+            )
+            raise ConfigurationError(msg)
+        storage = _redacted_url(redis_url)
+        password = urllib.parse.urlsplit(redis_url).password
+        secrets = (urllib.parse.unquote(password),) if password else ()
+        # Short timeouts and one immediate retry: a call must not hang on Redis.
+        redis_client = redis.Redis.from_url(
+            redis_url,
+            socket_timeout=_REDIS_TIMEOUT,
+            socket_connect_timeout=_REDIS_TIMEOUT,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+        )
+    else:
+        storage = "redis (client)"
+    link = RedisLink(
+        redis_client,  # type: ignore[arg-type]
+        where=storage,
+        policy=name,
+        errors=(redis.RedisError, OSError),
+    )
+    return link, storage, secrets
+
+
+# -- the policy ------------------------------------------------------------------------
+
+
+class RateLimit:
+    """Pace requests with a token bucket that adapts to the server, shared through Redis.
+
+    Each wire attempt takes a token, waiting for one on the pipeline's clock when
+    none is left. A wait that would pass the call's deadline (``call.deadline``) or
+    `max_wait` is not started: the attempt fails at once with `RateLimitError`
+    (``response`` None, ``retry_after`` the wait that would have been needed), and no
+    request is sent. Waiting callers are served in the order they arrived.
+
+    The rate adapts to what the server says:
+
+    - a ``429`` drops the rate to `keep_on_throttle` times what it was (at most once
+      per `period`: a window's 429s are one episode), and no token is granted before
+      its ``Retry-After`` (else, before its ``X-RateLimit-Reset`` when
+      ``X-RateLimit-Remaining`` is 0);
+    - ``X-RateLimit-Limit`` (requests per `period`) becomes the target rate, above or
+      below the configured one; ``X-RateLimit-Remaining: 0`` pauses the bucket until
+      ``X-RateLimit-Reset``;
+    - after a throttle the rate climbs back along a CUBIC curve: to where it was after
+      `recovery` seconds without another 429, then slowly above it, up to the target.
+
+    Place it inside the retry and the breaker, outside auth and tracing, so that every
+    wire attempt spends a token, an open circuit spends none, and a local refusal is
+    not a server failure for the breaker::
+
+        StatusErrors -> Retry -> CircuitBreaker -> RateLimit -> APIKeyAuth -> Tracing
+
+    With `redis_url` (or `redis_client`), every process using the same Redis, `name`,
+    `namespace` and key draws from one bucket, stepped by Lua scripts (one round trip
+    to reserve a slot; one more only after a 429 or a rate-limit header that changes
+    something). Time in Redis is the callers' wall clock (``clock.time()``), so hosts
+    must keep their clocks in sync. If Redis fails, each process carries on with a
+    bucket of its own (logged once) and tries Redis again every few seconds.
+
+    Args:
+        requests: requests allowed per `period`; more than 0, at most 1,000,000.
+        period: the period of `requests`, and of the server's ``X-RateLimit-Limit``, in
+            seconds or a timedelta; 0.001 to 86400 (default 1.0). See `per_minute`.
+        burst: requests that may go at once after a quiet spell (the bucket's size);
+            1 to 1,000,000 (default 1: evenly spaced).
+        headroom: the share of the limit to use, so that timing jitter does not cross
+            the server's window boundary; 0.1 to 1.0 (default 0.95).
+        recovery: seconds (or a timedelta) to climb back to the rate of the last
+            throttle; 0.001 to 86400, or None for three `period` (default): slow
+            enough that the climb does not overshoot again in the server's next window.
+        max_wait: the longest wait for a token, in seconds or a timedelta, even when
+            the call's deadline would allow more; 0 to 86400 (default 60).
+        keep_on_throttle: the share of the rate kept on a 429; 0.1 to 0.99
+            (default 0.7, as botocore).
+        follow_headers: learn the limit and pauses from ``X-RateLimit-*`` headers
+            (default True).
+        key: which bucket a call draws from: a fixed string (for example
+            `rate_limit_key_for` of the API key), or a function ``Call -> str``
+            (default: one bucket per origin, ``breaker_key_by_host``).
+        redis_url: share the buckets through this Redis (``redis://``, ``rediss://`` or
+            ``unix://``); needs the ``redis`` extra.
+        redis_client: or share them through this `redis.Redis` client.
+        namespace: the prefix of the Redis keys.
+        name: the policy's name in descriptions, logs, metrics and Redis keys.
+
+    Raises:
+        ConfigurationError: an option is out of range (the message names it and its
+            range), or both `redis_url` and `redis_client` are given.
+        ImportError: Redis is asked for but the ``redis`` package is not installed.
+
+    Example:
+        >>> from requests_resilience import Pipeline, Retry, StatusErrors
+        >>> limit = RateLimit.per_minute(10, key=rate_limit_key_for("sk-live-abc123"))
+        >>> pipeline = Pipeline(StatusErrors(), Retry(timeout=60), limit)
+        >>> round(limit.rate * 60, 2)
+        9.5
+    """
+
+    __slots__ = ("__weakref__", "_cells", "_cells_lock", "_link", "_name", "_secrets", "_settings")
+
+    def __init__(
+        self,
+        requests: float,
+        *,
+        period: float | timedelta = 1.0,
+        burst: int = 1,
+        headroom: float = 0.95,
+        recovery: float | timedelta | None = None,
+        max_wait: float | timedelta = 60.0,
+        keep_on_throttle: float = 0.7,
+        follow_headers: bool = True,
+        key: str | Callable[[Call], str] = breaker_key_by_host,
+        redis_url: str | None = None,
+        redis_client: Redis | None = None,
+        namespace: str = "requests_resilience:rate_limit",
+        name: str = "rate_limit",
+    ) -> None:
+        requests_n = _number("requests", requests, 0.0, 1_000_000.0, "")
+        if requests_n <= 0:
+            msg = f"RateLimit requests must be more than 0 and at most 1000000, got {requests!r}"
+            raise ConfigurationError(msg)
+        period_s = _number("period", period, 0.001, _DAY, " seconds")
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 1_000_000:
+            msg = f"RateLimit burst must be an int from 1 to 1000000, got {burst!r}"
+            raise ConfigurationError(msg)
+        headroom_f = _number("headroom", headroom, 0.1, 1.0, "")
+        recovery_s = (
+            3 * period_s
+            if recovery is None
+            else _number("recovery", recovery, 0.001, _DAY, " seconds")
+        )
+        max_wait_s = _number("max_wait", max_wait, 0.0, _DAY, " seconds")
+        keep = _number("keep_on_throttle", keep_on_throttle, 0.1, 0.99, "")
+        if not isinstance(follow_headers, bool):
+            msg = f"RateLimit follow_headers must be True or False, got {follow_headers!r}"
+            raise ConfigurationError(msg)
+        if isinstance(key, str):
+            if not key.strip():
+                msg = "RateLimit key must be a non-empty string or a function Call -> str"
+                raise ConfigurationError(msg)
+        elif not callable(key):
+            msg = "RateLimit key must be a non-empty string or a function Call -> str"
+            raise ConfigurationError(msg)
+        for option, text in (("namespace", namespace), ("name", name)):
+            if not isinstance(text, str) or not text.strip():
+                msg = f"RateLimit {option} must be a non-empty string, got {text!r}"
+                raise ConfigurationError(msg)
+        if redis_url is not None and redis_client is not None:
+            msg = "RateLimit takes redis_url or redis_client, not both"
+            raise ConfigurationError(msg)
+
+        link, storage, secrets = _redis_link(redis_url, redis_client, name)
+        self._settings = _Settings(
+            requests=requests_n,
+            period=period_s,
+            burst=burst,
+            headroom=headroom_f,
+            recovery=recovery_s,
+            max_wait=max_wait_s,
+            keep_on_throttle=keep,
+            follow_headers=follow_headers,
+            key=key.strip() if isinstance(key, str) else key,
+            namespace=namespace,
+            storage=storage,
+            params=BucketParams(
+                rate=requests_n / period_s * headroom_f,
+                burst=burst,
+                recovery=recovery_s,
+                beta=keep,
+                cooldown=period_s,
+                ttl=ttl_ms(period_s, recovery_s),
+            ),
+        )
+        self._name = name
+        self._secrets = secrets
+        self._link = link
+        self._cells: dict[str, _Cell] = {}
+        self._cells_lock = threading.Lock()
+        _LIVE.add(self)
+
+    @classmethod
+    def per_minute(cls, requests: float, **options: Any) -> RateLimit:
+        """A limit of `requests` per minute (``period=60``), as Vinci documents its keys.
+
+        Args:
+            requests: requests allowed per minute.
+            **options: any other option of `RateLimit`.
+
+        Raises:
+            ConfigurationError: an option is out of range.
+
+        Example:
+            >>> RateLimit.per_minute(10, burst=10).period
+            60.0
+        """
+        return cls(requests, period=60.0, **options)
+
+    @classmethod
+    def per_second(cls, requests: float, **options: Any) -> RateLimit:
+        """A limit of `requests` per second (``period=1``).
+
+        Args:
+            requests: requests allowed per second.
+            **options: any other option of `RateLimit`.
+
+        Raises:
+            ConfigurationError: an option is out of range.
+
+        Example:
+            >>> RateLimit.per_second(20).requests
+            20.0
+        """
+        return cls(requests, period=1.0, **options)
+
+    # -- settings ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The policy's name in descriptions, logs, metrics and Redis keys."""
+        return self._name
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The Redis password, if any, for the pipeline's redactor."""
+        return self._secrets
+
+    @property
+    def requests(self) -> float:
+        """Requests allowed per `period`, as configured."""
+        return self._settings.requests
+
+    @property
+    def period(self) -> float:
+        """The period of `requests`, in seconds."""
+        return self._settings.period
+
+    @property
+    def burst(self) -> int:
+        """Requests that may go at once after a quiet spell."""
+        return self._settings.burst
+
+    @property
+    def rate(self) -> float:
+        """The configured target rate, requests per second (`headroom` applied)."""
+        return self._settings.params.rate
+
+    @property
+    def max_wait(self) -> float:
+        """The longest wait for a token, in seconds."""
+        return self._settings.max_wait
+
+    @property
+    def shared(self) -> bool:
+        """Whether the buckets are shared between processes through Redis."""
+        return self._link is not None
+
+    # -- the policy ----------------------------------------------------------------
+
+    def send(self, call: Call, next: Next) -> Response:
+        """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
+        settings = self._settings
+        key = settings.key if isinstance(settings.key, str) else settings.key(call)
+        cell = self._cells.get(key) or self._cell(key)
+        clock = call.clock
+        cell.clock = clock
+        bucket = cell.bucket
+        now_of = clock.time if bucket.shared else clock.monotonic
+        allowed = settings.max_wait
+        left = call.time_left()
+        if left is not None and left < allowed:
+            allowed = max(0.0, left)
+        _instruments()  # registers the rate gauge once a meter provider records
+        reservation = bucket.reserve(now_of(), settings.params, allowed)
+        cell.rate = reservation.rate
+        if not reservation.granted:
+            self._refuse(
+                call, cell, key, reservation.wait, by_deadline=allowed < settings.max_wait
+            )
+        waited = reservation.wait
+        rate = reservation.rate
+        if waited > 0:
+            clock.sleep(waited)
+            waited, rate = self._recheck(
+                call, cell, key, now_of=now_of, allowed=allowed, waited=waited, rate=rate
+            )
+        with cell.lock:
+            cell.sent += 1
+            if waited > 0:
+                cell.waited += 1
+        _on_span(rate, waited)
+        sent_at = now_of()
+        response = next(call)
+        self._learn(call, cell, key, response, sent_at)
+        return response
+
+    def _recheck(
+        self,
+        call: Call,
+        cell: _Cell,
+        key: str,
+        *,
+        now_of: Callable[[], float],
+        allowed: float,
+        waited: float,
+        rate: float,
+    ) -> tuple[float, float]:
+        """After sleeping for a slot: honour a pause, or a lower rate, that began meanwhile.
+
+        A caller reserved its slot at the rate of that moment; if the server has since
+        asked for a pause, it waits for it, and if the rate has since dropped (a 429, or
+        a lower ``X-RateLimit-Limit`` learnt from the first answers), it gives up its
+        slot and reserves a new one at the new rate, behind the callers already queued.
+        """
+        settings = self._settings
+        bucket = cell.bucket
+        by_deadline = allowed < settings.max_wait
+        for _ in range(_RECHECKS):
+            state = bucket.read(now_of(), settings.params)
+            if state.paused_for > 0:
+                wait = state.paused_for
+            elif state.rate < rate * _RATE_DROPPED:
+                reservation = bucket.reserve(now_of(), settings.params, allowed - waited)
+                if not reservation.granted:
+                    self._refuse(call, cell, key, reservation.wait, by_deadline=by_deadline)
+                wait, rate = reservation.wait, reservation.rate
+                if wait <= 0:
+                    break
+            else:
+                break
+            if waited + wait > allowed:
+                self._refuse(call, cell, key, wait, by_deadline=by_deadline)
+            call.clock.sleep(wait)
+            waited += wait
+        return waited, rate
+
+    def _learn(
+        self, call: Call, cell: _Cell, key: str, response: Response, sent_at: float
+    ) -> None:
+        settings = self._settings
+        throttled = response.status_code == 429
+        headers = response.headers
+        clock = call.clock
+        wall = clock.time()
+        pause: float | None = None
+        ceiling: float | None = None
+        if settings.follow_headers:
+            limits = parse_rate_limit_headers(headers)
+            if limits is not None:
+                if limits.limit is not None and limits.limit >= 1:
+                    ceiling = limits.limit / settings.period * settings.headroom
+                if limits.remaining == 0 and limits.reset is not None:
+                    pause = _reset_pause(limits.reset, wall, settings.period, throttled)
+        if throttled:
+            retry_after = parse_retry_after(headers, wall)
+            if retry_after is not None:
+                pause = min(retry_after, _DAY)
+        if ceiling is not None and ceiling == cell.ceiling:
+            ceiling = None  # already known: spare the round trip
+        if not throttled and pause is None and ceiling is None:
+            return
+        bucket = cell.bucket
+        now = clock.time() if bucket.shared else clock.monotonic()
+        rate = bucket.observe(
+            now,
+            settings.params,
+            sent_at=sent_at,
+            throttled=throttled,
+            pause_until=None if pause is None else now + pause,
+            ceiling=ceiling,
+        )
+        with cell.lock:
+            cell.rate = rate
+            if ceiling is not None:
+                cell.ceiling = ceiling
+            if throttled:
+                cell.throttled += 1
+        if throttled:
+            _throttled(self._name, key, rate, pause, _safe_url(call.request.url))
+
+    def _refuse(
+        self, call: Call, cell: _Cell, key: str, wait: float, *, by_deadline: bool
+    ) -> None:
+        with cell.lock:
+            cell.refused += 1
+        _refused(self._name, key)
+        request = call.request
+        target = f"{request.method} {_safe_url(request.url)}"
+        limit = "the call's deadline" if by_deadline else f"max_wait ({self.max_wait:g}s)"
+        message = (
+            f"rate limit {key!r} refused locally: {target} was not sent; the next token "
+            f"is {wait:.3g}s away, past {limit}"
+        )
+        raise RateLimitError(
+            call.redactor.redact(message),
+            retry_after=wait,
+            detail="refused locally by the client's rate limit",
+            request=request,
+        )
+
+    def _cell(self, key: str) -> _Cell:
+        with self._cells_lock:
+            cell = self._cells.get(key)
+            if cell is None:
+                bucket: BucketStorage
+                if self._link is not None:
+                    redis_key = f"{self._settings.namespace}:{self._name}:{{{key}}}"
+                    bucket = FailoverBucket(self._link, redis_key)
+                else:
+                    bucket = MemoryBucket()
+                cell = self._cells[key] = _Cell(bucket, self._settings.params.rate)
+            return cell
+
+    # -- inspection ----------------------------------------------------------------
+
+    def status(self, key: str) -> RateLimitStatus:
+        """A read-only picture of `key`'s bucket (see `RateLimitStatus`).
+
+        Time is read from the clock of the last call through that key.
+
+        Example:
+            >>> RateLimit.per_second(5, key="k").status("k").rate
+            4.75
+        """
+        cell = self._cells.get(key) or self._cell(key)
+        bucket = cell.bucket
+        clock = cell.clock
+        state = bucket.read(
+            clock.time() if bucket.shared else clock.monotonic(), self._settings.params
+        )
+        with cell.lock:
+            cell.rate = state.rate
+            return RateLimitStatus(
+                key=key,
+                rate=state.rate,
+                target=state.target,
+                tokens=state.tokens,
+                paused_for=state.paused_for,
+                sent=cell.sent,
+                waited=cell.waited,
+                refused=cell.refused,
+                throttled=cell.throttled,
+                shared=bucket.shared,
+            )
+
+    def snapshot(self) -> Mapping[str, RateLimitStatus]:
+        """The status of every key this policy has used, by key (a read-only mapping).
+
+        Example:
+            >>> {key: s.rate for key, s in limit.snapshot().items()}  # doctest: +SKIP
+            {'key-cda935b720e48ea1': 0.158}
+        """
+        return MappingProxyType({key: self.status(key) for key in sorted(self._cells)})
+
+    def __repr__(self) -> str:
+        s = self._settings
+        key = repr(s.key) if isinstance(s.key, str) else _func_name(s.key)
+        parts = [
+            f"requests={s.requests:g}",
+            f"period={s.period:g}",
+            f"burst={s.burst}",
+            f"headroom={s.headroom:g}",
+            f"recovery={s.recovery:g}",
+            f"max_wait={s.max_wait:g}",
+            f"key={key}",
+            f"storage={s.storage!r}",
+        ]
+        if s.keep_on_throttle != 0.7:
+            parts.append(f"keep_on_throttle={s.keep_on_throttle:g}")
+        if not s.follow_headers:
+            parts.append("follow_headers=False")
+        if self._name != "rate_limit":
+            parts.append(f"name={self._name!r}")
+        return f"RateLimit({', '.join(parts)})"
+
+    def _rates(self) -> Iterable[tuple[str, float]]:
+        return [(key, cell.rate) for key, cell in list(self._cells.items())]
+
+
+def _reset_pause(reset: float, wall: float, period: float, throttled: bool) -> float:
+    """How long ``X-RateLimit-Remaining: 0`` pauses the bucket, from ``X-RateLimit-Reset``.
+
+    A whole-second Reset is rounded: the window really resets during the second before
+    it. After a success (the window is used up, nothing was refused yet) the pause ends
+    at the start of that second, the earliest the window can reset; after a 429 it ends
+    at the stated Reset, the latest. A window resets within one `period`, so a Reset
+    further away is clock skew between client and server (or garbage), and is capped.
+    """
+    if not throttled and reset == int(reset):
+        reset -= 1.0
+    return min(max(0.0, reset - wall), period)
+
+
+def _func_name(func: Any) -> str:
+    return str(getattr(func, "__qualname__", None) or type(func).__name__)
+
+
+# -- telemetry -------------------------------------------------------------------------
+#
+# The rate is a gauge read when metrics are collected (no work per request); throttles
+# and refusals are counters; a 429 is logged as a warning (like a retry); the rate and
+# the wait are set on the current span (the operation's, or the caller's own).
+
+_LIVE: weakref.WeakSet[RateLimit] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    provider: metrics.MeterProvider
+    throttles: metrics.Counter
+    refusals: metrics.Counter
+    rate: metrics.ObservableGauge
+
+
+_cached: _Instruments | None = None
+_cached_lock = threading.Lock()
+
+
+def _observe_rates(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    observations = []
+    for policy in list(_LIVE):
+        for key, rate in policy._rates():
+            observations.append(
+                metrics.Observation(
+                    rate,
+                    {
+                        "requests_resilience.rate_limit.policy": policy.name,
+                        "requests_resilience.rate_limit.key": key,
+                    },
+                )
+            )
+    return observations
+
+
+def _instruments() -> _Instruments | None:
+    global _cached  # noqa: PLW0603 - a one-entry cache, replaced atomically
+    provider = _telemetry._meter_provider()
+    if _telemetry.is_noop_meter_provider(provider):
+        return None
+    cached = _cached
+    if cached is not None and cached.provider is provider:
+        return cached
+    with _cached_lock:
+        cached = _cached
+        if cached is not None and cached.provider is provider:
+            return cached
+        meter = provider.get_meter(
+            _telemetry.INSTRUMENTATION_NAME,
+            _telemetry.INSTRUMENTATION_VERSION,
+            schema_url=_telemetry.SCHEMA_URL,
+        )
+        cached = _Instruments(
+            provider=provider,
+            throttles=meter.create_counter(
+                "requests_resilience.rate_limit.throttles",
+                unit="{response}",
+                description="429 answers seen by a rate-limit policy, by policy and key.",
+            ),
+            refusals=meter.create_counter(
+                "requests_resilience.rate_limit.refusals",
+                unit="{request}",
+                description="Attempts a rate-limit policy refused locally (not sent).",
+            ),
+            rate=meter.create_observable_gauge(
+                "requests_resilience.rate_limit.rate",
+                callbacks=[_observe_rates],
+                unit="{request}/s",
+                description="The current rate of a rate-limit bucket, requests per second.",
+            ),
+        )
+        _cached = cached
+        return cached
+
+
+def ensure_rate_gauge() -> None:
+    """Register the rate gauge with the current meter provider, if it records."""
+    _instruments()
+
+
+def _on_span(rate: float, wait: float) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(_RATE_ATTRIBUTE, rate)
+        span.set_attribute(_WAIT_ATTRIBUTE, wait)
+
+
+def _throttled(policy: str, key: str, rate: float, pause: float | None, url: str) -> None:
+    fields: dict[str, Any] = {"policy": policy, "key": key, "rate": round(rate, 6), "url": url}
+    if pause is not None:
+        fields["pause"] = round(pause, 6)
+    _telemetry.logger.warning("rate_limit_throttled", **fields)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(_RATE_ATTRIBUTE, rate)
+    instruments = _instruments()
+    if instruments is not None:
+        instruments.throttles.add(
+            1,
+            {
+                "requests_resilience.rate_limit.policy": policy,
+                "requests_resilience.rate_limit.key": key,
+            },
+        )
+
+
+def _refused(policy: str, key: str) -> None:
+    instruments = _instruments()
+    if instruments is not None:
+        instruments.refusals.add(
+            1,
+            {
+                "requests_resilience.rate_limit.policy": policy,
+                "requests_resilience.rate_limit.key": key,
+            },
+        )

@@ -1,0 +1,588 @@
+"""Where a `RateLimit` keeps its buckets: in memory, or in Redis shared by a fleet.
+
+A bucket is kept as GCRA (the "generic cell rate algorithm", a token bucket written as
+one timestamp): ``tat``, the theoretical arrival time of the next request. A caller
+that reserves at `now` gets the slot ``max(now, tat - tolerance, paused_until)``, where
+``tolerance = (burst - 1) / rate``, and moves ``tat`` one interval (``1 / rate``) past
+it. So callers are handed consecutive slots in the order they reserve (first come,
+first served, nobody starves), and sleep *after* the reservation, holding no lock; a
+reservation that would wait longer than the caller may is refused and changes nothing.
+
+The rate adapts as botocore's adaptive retry mode does, with a CUBIC curve (RFC 8312),
+but scaled to the bucket instead of botocore's fixed constants (which assume rates of
+several requests a second): when the server throttles at rate ``w_max``, the rate drops
+to ``beta * w_max`` and then climbs back along::
+
+    rate(t) = w_max * (1 + (1 - beta) * ((t - throttled_at) / recovery - 1) ** 3)
+
+which is ``beta * w_max`` at the throttle, flat near ``w_max`` after `recovery`
+seconds (the quiet period), and above ``w_max`` beyond that (probing for more), always
+clamped between a floor (a twentieth of the target) and the target rate. The target is
+the configured rate, or the ceiling the server announced (``X-RateLimit-Limit``). A
+``429`` only drops the rate if its request was sent after the last drop and one
+`cooldown` (the server's window) has passed since: a fixed-window server refuses
+everything until its window resets, and those 429s are one episode, not one each.
+
+Each step is one short critical section: a `threading.Lock` in memory, one Lua script
+(atomic, one round trip) in Redis. Redis time is the *caller's wall clock*
+(`Clock.time()`, passed to each script) rather than Redis ``TIME``: every step of a
+policy then uses one clock, a `FakeClock` drives Redis-backed tests, and hosts must
+keep their clocks in sync (NTP), as for the breaker.
+
+`FailoverBucket` puts a memory bucket behind the Redis one: when Redis fails, each
+process carries on with its own bucket (logged once) and tries Redis again every few
+seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import structlog
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = [
+    "BucketParams",
+    "BucketState",
+    "BucketStorage",
+    "FailoverBucket",
+    "MemoryBucket",
+    "RedisBucket",
+    "RedisLink",
+    "Reservation",
+    "import_redis",
+]
+
+#: Seconds a policy keeps to its local bucket after a Redis error before trying again.
+REDIS_RETRY_INTERVAL = 5.0
+#: The lowest rate adaptation goes to, as a share of the target rate.
+FLOOR_SHARE = 0.05
+
+_log = structlog.get_logger("requests_resilience")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BucketParams:
+    """What a bucket step needs to know of the policy's options.
+
+    Attributes:
+        rate: the configured target rate, requests per second (headroom applied).
+        burst: requests that may go at once after a quiet spell (the bucket's size).
+        recovery: seconds for the rate to climb back to where it was throttled.
+        beta: the share of the rate kept on a throttle (0.7: a 30 % drop).
+        cooldown: seconds after a drop during which further 429s do not drop the rate
+            again (the server's window: its 429s until the reset are one episode).
+        ttl: milliseconds Redis keeps an idle bucket.
+    """
+
+    rate: float
+    burst: int
+    recovery: float
+    beta: float
+    cooldown: float
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The answer of `reserve()`.
+
+    Attributes:
+        granted: a slot was reserved; sleep `wait` seconds, then send.
+        wait: seconds until the slot (or, when refused, until a slot would be free).
+        rate: the bucket's current rate, requests per second.
+    """
+
+    granted: bool
+    wait: float
+    rate: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BucketState:
+    """A picture of one bucket, from `read()`."""
+
+    rate: float
+    target: float
+    tokens: float
+    paused_for: float
+    throttled_at: float | None
+
+
+class BucketStorage(Protocol):
+    """The steps a `RateLimit` takes on one key's bucket (see the module doc)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the bucket is shared between processes (wall-clock time is used)."""
+        ...
+
+    def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """Reserve the next slot unless it is more than `max_wait` seconds away."""
+        ...
+
+    def paused_for(self, now: float) -> float:
+        """Seconds until a pause the server asked for ends (0.0 when none)."""
+        ...
+
+    def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """Learn from a response; return the rate afterwards."""
+        ...
+
+    def read(self, now: float, params: BucketParams) -> BucketState:
+        """The bucket's current rate, tokens and pause."""
+        ...
+
+
+def cubic_rate(
+    now: float,
+    *,
+    target: float,
+    w_max: float | None,
+    throttled_at: float | None,
+    params: BucketParams,
+) -> float:
+    """The rate at `now`: the target, or the CUBIC climb since the last throttle."""
+    if w_max is None or throttled_at is None:
+        return target
+    t = max(0.0, now - throttled_at) / params.recovery
+    rate = w_max * (1.0 + (1.0 - params.beta) * (t - 1.0) ** 3)
+    return min(target, max(target * FLOOR_SHARE, rate))
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+class MemoryBucket:
+    """A bucket in this process, under one short lock. `now` is ``monotonic()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tat: float | None = None
+        self._paused_until = 0.0
+        self._ceiling: float | None = None
+        self._w_max: float | None = None
+        self._throttled_at: float | None = None
+
+    @property
+    def shared(self) -> bool:
+        """False: this bucket lives in this process only."""
+        return False
+
+    def _rate(self, now: float, params: BucketParams) -> tuple[float, float]:
+        target = params.rate if self._ceiling is None else self._ceiling
+        rate = cubic_rate(
+            now, target=target, w_max=self._w_max, throttled_at=self._throttled_at, params=params
+        )
+        return rate, target
+
+    def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """Reserve the next slot unless it is more than `max_wait` seconds away."""
+        with self._lock:
+            rate, _ = self._rate(now, params)
+            interval = 1.0 / rate
+            tat = now if self._tat is None else self._tat
+            slot = max(now, tat - (params.burst - 1) * interval, self._paused_until)
+            wait = slot - now
+            if wait > max_wait:
+                return Reservation(granted=False, wait=wait, rate=rate)
+            self._tat = max(tat, slot) + interval
+            return Reservation(granted=True, wait=wait, rate=rate)
+
+    def paused_for(self, now: float) -> float:
+        """Seconds until a pause the server asked for ends (0.0 when none)."""
+        return max(0.0, self._paused_until - now)
+
+    def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """Learn from a response: ceiling, pause, and a drop on a fresh throttle."""
+        with self._lock:
+            if ceiling is not None:
+                self._ceiling = ceiling
+            if pause_until is not None and pause_until > self._paused_until:
+                self._paused_until = pause_until
+            rate, _ = self._rate(now, params)
+            last = self._throttled_at
+            if throttled and (last is None or (sent_at >= last and now - last >= params.cooldown)):
+                self._w_max = rate
+                self._throttled_at = now
+                rate = rate * params.beta
+            return rate
+
+    def read(self, now: float, params: BucketParams) -> BucketState:
+        """The bucket's current rate, tokens and pause."""
+        with self._lock:
+            rate, target = self._rate(now, params)
+            tokens = _tokens(now, self._tat, rate, params.burst)
+            return BucketState(
+                rate=rate,
+                target=target,
+                tokens=tokens,
+                paused_for=max(0.0, self._paused_until - now),
+                throttled_at=self._throttled_at,
+            )
+
+
+def _tokens(now: float, tat: float | None, rate: float, burst: int) -> float:
+    if tat is None:
+        return float(burst)
+    return max(0.0, min(float(burst), burst - (tat - now) * rate))
+
+
+# -- redis ----------------------------------------------------------------------------
+
+# The CUBIC rate, shared by the scripts (see cubic_rate).
+# Hash fields: tat, paused_until, ceiling, w_max, throttled_at.
+_RATE = """
+local function num(x) return string.format('%.17g', x) end
+local function field(name)
+  return tonumber(redis.call('HGET', KEYS[1], name) or '')
+end
+local function current_rate(now, configured, recovery, beta, floor_share)
+  local target = field('ceiling') or configured
+  local w_max = field('w_max')
+  local at = field('throttled_at')
+  if w_max == nil or at == nil then return target, target end
+  local t = math.max(0, now - at) / recovery
+  local rate = w_max * (1 + (1 - beta) * (t - 1) ^ 3)
+  return math.min(target, math.max(target * floor_share, rate)), target
+end
+"""
+
+# KEYS: the bucket hash
+# ARGV: now, rate, burst, recovery, beta, floor share, max_wait, ttl (ms)
+# -> {granted (0/1), wait, rate}
+_RESERVE = (
+    _RATE
+    + """
+local now = tonumber(ARGV[1])
+local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]))
+local interval = 1 / rate
+local tat = field('tat') or now
+local slot = math.max(now, tat - (tonumber(ARGV[3]) - 1) * interval, field('paused_until') or 0)
+local wait = slot - now
+if wait > tonumber(ARGV[7]) then return {0, num(wait), num(rate)} end
+redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + interval))
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+return {1, num(wait), num(rate)}
+"""
+)
+
+# KEYS: the bucket hash
+# ARGV: now, rate, recovery, beta, floor share, sent_at, throttled (0/1),
+#       pause_until ('' = none), ceiling ('' = none), ttl (ms), cooldown
+# -> the rate afterwards
+_OBSERVE = (
+    _RATE
+    + """
+local now = tonumber(ARGV[1])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'ceiling', ARGV[9]) end
+if ARGV[8] ~= '' then
+  local pause = tonumber(ARGV[8])
+  if pause > (field('paused_until') or 0) then
+    redis.call('HSET', KEYS[1], 'paused_until', ARGV[8])
+  end
+end
+local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]))
+if ARGV[7] == '1' then
+  local at = field('throttled_at')
+  if at == nil or (tonumber(ARGV[6]) >= at and now - at >= tonumber(ARGV[11])) then
+    redis.call('HSET', KEYS[1], 'w_max', num(rate), 'throttled_at', ARGV[1])
+    rate = rate * tonumber(ARGV[4])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+return num(rate)
+"""
+)
+
+
+def import_redis() -> Any:
+    """Import the optional ``redis`` package, or explain how to install it."""
+    try:
+        import redis  # noqa: PLC0415 - an optional extra, imported when asked for
+        import redis.backoff  # noqa: PLC0415
+        import redis.retry  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            "sharing a rate limit through Redis needs the redis package: "
+            "pip install 'requests-resilience[redis]'"
+        )
+        raise ImportError(msg) from exc
+    return redis
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBucket:
+    """A bucket kept in one Redis hash, stepped by Lua scripts. `now` is ``time()``.
+
+    Args:
+        client: a `redis.Redis` client.
+        key: the hash's key; it should contain a ``{hash tag}`` (Redis Cluster).
+    """
+
+    def __init__(self, client: Redis, key: str) -> None:
+        self._client = client
+        self._keys = [key]
+        self._reserve = client.register_script(_RESERVE)
+        self._observe = client.register_script(_OBSERVE)
+
+    @property
+    def shared(self) -> bool:
+        """True: the bucket lives in Redis."""
+        return True
+
+    def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """Reserve the next slot unless it is more than `max_wait` seconds away."""
+        raw = self._reserve(
+            keys=self._keys,
+            args=[
+                repr(now),
+                repr(params.rate),
+                params.burst,
+                repr(params.recovery),
+                repr(params.beta),
+                repr(FLOOR_SHARE),
+                repr(min(max_wait, 1e12)),
+                params.ttl,
+            ],
+        )
+        granted, wait, rate = raw
+        return Reservation(
+            granted=int(granted) == 1, wait=max(0.0, float(_text(wait))), rate=float(_text(rate))
+        )
+
+    def paused_for(self, now: float) -> float:
+        """Seconds until a pause the server asked for ends (0.0 when none)."""
+        raw = self._client.hget(self._keys[0], "paused_until")
+        if raw is None:
+            return 0.0
+        return max(0.0, float(_text(raw)) - now)
+
+    def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """Learn from a response (one round trip); return the rate afterwards."""
+        raw = self._observe(
+            keys=self._keys,
+            args=[
+                repr(now),
+                repr(params.rate),
+                repr(params.recovery),
+                repr(params.beta),
+                repr(FLOOR_SHARE),
+                repr(sent_at),
+                "1" if throttled else "0",
+                "" if pause_until is None else repr(pause_until),
+                "" if ceiling is None else repr(ceiling),
+                params.ttl,
+                repr(params.cooldown),
+            ],
+        )
+        return float(_text(raw))
+
+    def read(self, now: float, params: BucketParams) -> BucketState:
+        """The bucket's current rate, tokens and pause (one round trip)."""
+        raw: dict[Any, Any] = self._client.hgetall(self._keys[0])
+        fields = {_text(k): float(_text(v)) for k, v in raw.items()}
+        target = fields.get("ceiling", params.rate)
+        rate = cubic_rate(
+            now,
+            target=target,
+            w_max=fields.get("w_max"),
+            throttled_at=fields.get("throttled_at"),
+            params=params,
+        )
+        return BucketState(
+            rate=rate,
+            target=target,
+            tokens=_tokens(now, fields.get("tat"), rate, params.burst),
+            paused_for=max(0.0, fields.get("paused_until", 0.0) - now),
+            throttled_at=fields.get("throttled_at"),
+        )
+
+
+# -- failover -------------------------------------------------------------------------
+
+
+class RedisLink:
+    """One Redis client shared by all the buckets of a policy, and whether it works now.
+
+    After an error every bucket uses its local fallback for `REDIS_RETRY_INTERVAL`
+    seconds; then one call tries Redis again while the others keep to the fallback.
+    The loss and the recovery are each logged once (structlog, logger
+    ``requests_resilience``), not once per call.
+
+    Args:
+        client: the `redis.Redis` client.
+        where: the Redis location to show in logs, without its password.
+        policy: the policy's name, for the logs.
+        errors: the exception types that mean "Redis is unavailable".
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        where: str,
+        policy: str,
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
+        self.client = client
+        self.errors = errors
+        self._where = where
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._down_until: float | None = None
+        self._logged = False
+
+    def usable(self, now: float) -> bool:
+        """Whether to try Redis for a step happening at `now`."""
+        if self._down_until is None:
+            return True
+        with self._lock:
+            if self._down_until is None:
+                return True
+            if now < self._down_until:
+                return False
+            self._down_until = now + REDIS_RETRY_INTERVAL  # this caller tries; others wait
+            return True
+
+    def failed(self, now: float, error: BaseException) -> None:
+        """Redis failed a step: fall back for a while, and log it if it is news."""
+        with self._lock:
+            self._down_until = now + REDIS_RETRY_INTERVAL
+            first = not self._logged
+            self._logged = True
+        if first:
+            _log.warning(
+                "rate_limit_redis_unavailable",
+                policy=self._policy,
+                redis=self._where,
+                error=f"{type(error).__name__}: {error}",
+                fallback="local bucket, per process",
+                retry_in=REDIS_RETRY_INTERVAL,
+            )
+
+    def succeeded(self) -> None:
+        """Redis answered a step: back to the shared bucket, and log it if it was down."""
+        if self._down_until is None and not self._logged:
+            return
+        with self._lock:
+            was_down = self._logged
+            self._down_until = None
+            self._logged = False
+        if was_down:
+            _log.info("rate_limit_redis_recovered", policy=self._policy, redis=self._where)
+
+
+_T = TypeVar("_T")
+
+
+class FailoverBucket:
+    """A Redis bucket for one key, with a memory bucket to fall back on.
+
+    Building it does no I/O. A Redis error never fails a call: the step runs on the
+    fallback instead, with the same `now` (wall-clock time).
+    """
+
+    def __init__(self, link: RedisLink, key: str) -> None:
+        self._link = link
+        self._key = key
+        self._redis: RedisBucket | None = None
+        self.fallback = MemoryBucket()
+
+    @property
+    def shared(self) -> bool:
+        """True: the bucket lives in Redis (while Redis works)."""
+        return True
+
+    def _run(self, now: float, step: Callable[[BucketStorage], _T]) -> _T:
+        link = self._link
+        if link.usable(now):
+            try:
+                bucket = self._redis
+                if bucket is None:
+                    bucket = self._redis = RedisBucket(link.client, self._key)
+                result = step(bucket)
+            except link.errors as exc:
+                link.failed(now, exc)
+            else:
+                link.succeeded()
+                return result
+        return step(self.fallback)
+
+    def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """`reserve` on Redis, or on the fallback when Redis fails."""
+        return self._run(now, lambda bucket: bucket.reserve(now, params, max_wait))
+
+    def paused_for(self, now: float) -> float:
+        """`paused_for` on Redis, or on the fallback when Redis fails."""
+        return self._run(now, lambda bucket: bucket.paused_for(now))
+
+    def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """`observe` on Redis, or on the fallback when Redis fails."""
+        return self._run(
+            now,
+            lambda bucket: bucket.observe(
+                now,
+                params,
+                sent_at=sent_at,
+                throttled=throttled,
+                pause_until=pause_until,
+                ceiling=ceiling,
+            ),
+        )
+
+    def read(self, now: float, params: BucketParams) -> BucketState:
+        """`read` on Redis, or on the fallback when Redis fails."""
+        return self._run(now, lambda bucket: bucket.read(now, params))
+
+
+def ttl_ms(period: float, recovery: float) -> int:
+    """How long Redis keeps an idle bucket: long enough to remember a throttle."""
+    return max(60_000, math.ceil(max(period, recovery) * 4000))

@@ -41,10 +41,8 @@ from requests_resilience._breaker_storage import (
     BreakerStorage,
     FailoverStorage,
     MemoryBreakerStorage,
-    RedisLink,
     Rules,
     Transition,
-    import_redis,
 )
 from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._errors import (
@@ -55,6 +53,7 @@ from requests_resilience._errors import (
     _safe_url,
 )
 from requests_resilience._events import BreakerStateChange
+from requests_resilience._redis import connect
 from requests_resilience._telemetry import breaker_state_changed
 
 if TYPE_CHECKING:
@@ -76,7 +75,6 @@ _log = structlog.get_logger("requests_resilience")
 
 _DAY = 86_400.0
 _BUCKETS = 10  # the window slides a tenth at a time
-_REDIS_TIMEOUT = 0.5  # seconds, to connect to Redis and for each command
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PUBLIC_STATES = {
     STATE_CLOSED: "closed",
@@ -182,18 +180,6 @@ def _int(option: str, value: int, low: int, high: int) -> int:
         msg = f"CircuitBreaker {option} must be an int from {low} to {high}, got {value!r}"
         raise ConfigurationError(msg)
     return value
-
-
-def _redacted_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -397,44 +383,14 @@ class CircuitBreaker:
             if not isinstance(text, str) or not text.strip():
                 msg = f"CircuitBreaker {option} must be a non-empty string, got {text!r}"
                 raise ConfigurationError(msg)
-        if redis_url is not None and redis_client is not None:
-            msg = "CircuitBreaker takes redis_url or redis_client, not both"
-            raise ConfigurationError(msg)
-
-        secrets: tuple[str, ...] = ()
-        link: RedisLink | None = None
-        storage = "memory"
-        if redis_url is not None or redis_client is not None:
-            redis = import_redis()
-            if redis_url is not None:
-                if not isinstance(redis_url, str) or not redis_url.startswith(
-                    ("redis://", "rediss://", "unix://")
-                ):
-                    msg = (
-                        "CircuitBreaker redis_url must start with redis://, rediss:// or "
-                        f"unix://, got {_redacted_url(str(redis_url))!r}"
-                    )
-                    raise ConfigurationError(msg)
-                storage = _redacted_url(redis_url)
-                password = urllib.parse.urlsplit(redis_url).password
-                secrets = (urllib.parse.unquote(password),) if password else ()
-                # Short timeouts and one immediate retry (for a pooled connection that
-                # went stale): redis-py's default of 10 retries with backoff would hold
-                # every call for seconds while Redis is down.
-                redis_client = redis.Redis.from_url(
-                    redis_url,
-                    socket_timeout=_REDIS_TIMEOUT,
-                    socket_connect_timeout=_REDIS_TIMEOUT,
-                    retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
-                )
-            else:
-                storage = "redis (client)"
-            link = RedisLink(
-                redis_client,  # type: ignore[arg-type]
-                where=storage,
-                policy=name,
-                errors=(redis.RedisError, OSError),
-            )
+        link, storage, secrets = connect(
+            redis_url,
+            redis_client,
+            owner="CircuitBreaker",
+            name=name,
+            event="circuit_breaker",
+            fallback="local memory state, per process",
+        )
 
         self._settings = _Settings(
             rules=Rules(

@@ -36,10 +36,12 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pybreaker
 import structlog
+
+from requests_resilience._redis import RedisLink
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -54,19 +56,14 @@ __all__ = [
     "FailoverStorage",
     "MemoryBreakerStorage",
     "RedisBreakerStorage",
-    "RedisLink",
     "Rules",
     "StoredState",
     "Transition",
-    "import_redis",
 ]
 
 STATE_CLOSED: str = pybreaker.STATE_CLOSED
 STATE_OPEN: str = pybreaker.STATE_OPEN
 STATE_HALF_OPEN: str = pybreaker.STATE_HALF_OPEN
-
-#: Seconds a policy keeps to its local fallback after a Redis error before trying again.
-REDIS_RETRY_INTERVAL = 5.0
 
 _log = structlog.get_logger("requests_resilience")
 
@@ -426,21 +423,6 @@ return 0
 """
 
 
-def import_redis() -> Any:
-    """Import the optional ``redis`` package, or explain how to install it."""
-    try:
-        import redis  # noqa: PLC0415 - an optional extra, imported when asked for
-        import redis.backoff  # noqa: PLC0415
-        import redis.retry  # noqa: PLC0415
-    except ImportError as exc:
-        msg = (
-            "sharing circuit-breaker state through Redis needs the redis package: "
-            "pip install 'requests-resilience[redis]'"
-        )
-        raise ImportError(msg) from exc
-    return redis
-
-
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -605,77 +587,6 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
 
 
 # -- failover -------------------------------------------------------------------------
-
-
-class RedisLink:
-    """One Redis client shared by all the keys of a policy, and whether it works now.
-
-    After an error every key uses its local fallback for `REDIS_RETRY_INTERVAL`
-    seconds; then one call tries Redis again while the others keep to the fallback.
-    The loss and the recovery are each logged once (structlog, logger
-    ``requests_resilience``), not once per call.
-
-    Args:
-        client: the `redis.Redis` client.
-        where: the Redis location to show in logs, without its password.
-        policy: the policy's name, for the logs.
-        errors: the exception types that mean "Redis is unavailable".
-    """
-
-    def __init__(
-        self,
-        client: Redis,
-        *,
-        where: str,
-        policy: str,
-        errors: tuple[type[BaseException], ...],
-    ) -> None:
-        self.client = client
-        self.errors = errors
-        self._where = where
-        self._policy = policy
-        self._lock = threading.Lock()
-        self._down_until: float | None = None
-        self._logged = False
-
-    def usable(self, now: float) -> bool:
-        """Whether to try Redis for a step happening at `now`."""
-        if self._down_until is None:
-            return True
-        with self._lock:
-            if self._down_until is None:
-                return True
-            if now < self._down_until:
-                return False
-            self._down_until = now + REDIS_RETRY_INTERVAL  # this caller tries; others wait
-            return True
-
-    def failed(self, now: float, error: BaseException) -> None:
-        """Redis failed a step: fall back for a while, and log it if it is news."""
-        with self._lock:
-            self._down_until = now + REDIS_RETRY_INTERVAL
-            first = not self._logged
-            self._logged = True
-        if first:
-            _log.warning(
-                "circuit_breaker_redis_unavailable",
-                policy=self._policy,
-                redis=self._where,
-                error=f"{type(error).__name__}: {error}",
-                fallback="local memory state, per process",
-                retry_in=REDIS_RETRY_INTERVAL,
-            )
-
-    def succeeded(self) -> None:
-        """Redis answered a step: back to shared state, and log it if it was down."""
-        if self._down_until is None and not self._logged:
-            return
-        with self._lock:
-            was_down = self._logged
-            self._down_until = None
-            self._logged = False
-        if was_down:
-            _log.info("circuit_breaker_redis_recovered", policy=self._policy, redis=self._where)
 
 
 _T = TypeVar("_T")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics, trace
 
 from requests_resilience import _telemetry
-from requests_resilience._breaker import _redacted_url, breaker_key_by_host
+from requests_resilience._breaker import breaker_key_by_host
 from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
@@ -48,10 +47,9 @@ from requests_resilience._ratelimit_storage import (
     BucketStorage,
     FailoverBucket,
     MemoryBucket,
-    RedisLink,
-    import_redis,
     ttl_ms,
 )
+from requests_resilience._redis import connect
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -62,7 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["RateLimit", "RateLimitStatus", "rate_limit_key_for"]
 
 _DAY = 86_400.0
-_REDIS_TIMEOUT = 0.5  # seconds, to connect to Redis and for each command
 _RECHECKS = 8  # a caller re-queues at most this many times after its slot came
 _RATE_DROPPED = 0.95  # a caller whose rate dropped below this share re-queues
 _RATE_ATTRIBUTE = "requests_resilience.rate_limit.rate"
@@ -180,44 +177,6 @@ class _Cell:
         self.waited = 0
         self.refused = 0
         self.throttled = 0
-
-
-def _redis_link(
-    redis_url: str | None, redis_client: Redis | None, name: str
-) -> tuple[RedisLink | None, str, tuple[str, ...]]:
-    """The Redis link of a policy (or None), where it points, and the password to redact."""
-    if redis_url is None and redis_client is None:
-        return None, "memory", ()
-    redis = import_redis()
-    secrets: tuple[str, ...] = ()
-    if redis_url is not None:
-        if not isinstance(redis_url, str) or not redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            msg = (
-                "RateLimit redis_url must start with redis://, rediss:// or "
-                f"unix://, got {_redacted_url(str(redis_url))!r}"
-            )
-            raise ConfigurationError(msg)
-        storage = _redacted_url(redis_url)
-        password = urllib.parse.urlsplit(redis_url).password
-        secrets = (urllib.parse.unquote(password),) if password else ()
-        # Short timeouts and one immediate retry: a call must not hang on Redis.
-        redis_client = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=_REDIS_TIMEOUT,
-            socket_connect_timeout=_REDIS_TIMEOUT,
-            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
-        )
-    else:
-        storage = "redis (client)"
-    link = RedisLink(
-        redis_client,  # type: ignore[arg-type]
-        where=storage,
-        policy=name,
-        errors=(redis.RedisError, OSError),
-    )
-    return link, storage, secrets
 
 
 # -- the policy ------------------------------------------------------------------------
@@ -349,7 +308,14 @@ class RateLimit:
             msg = "RateLimit takes redis_url or redis_client, not both"
             raise ConfigurationError(msg)
 
-        link, storage, secrets = _redis_link(redis_url, redis_client, name)
+        link, storage, secrets = connect(
+            redis_url,
+            redis_client,
+            owner="RateLimit",
+            name=name,
+            event="rate_limit",
+            fallback="local bucket, per process",
+        )
         self._settings = _Settings(
             requests=requests_n,
             period=period_s,

@@ -28,7 +28,14 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from benchmarks._common import table, write
-from requests_resilience import APIKeyAuth, Pipeline, Retry, StatusErrors, mount
+from requests_resilience import (
+    APIKeyAuth,
+    CircuitBreaker,
+    Pipeline,
+    Retry,
+    StatusErrors,
+    mount,
+)
 from requests_resilience.testing import FakeVinciServer, Fault
 
 ATTEMPTS = 5
@@ -52,6 +59,28 @@ def ours(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], N
     retry = Retry(max_attempts=ATTEMPTS, initial_delay=INITIAL, max_delay=CAP)
     mount(
         session, server.base_url + "/", Pipeline(StatusErrors(), retry, APIKeyAuth(server.api_key))
+    )
+    url = server.url(PATH)
+
+    def call(call_id: str) -> bool:
+        try:
+            session.get(url, headers={"X-Call-Id": call_id}, timeout=10).close()
+        except requests.RequestException:
+            return False
+        return True
+
+    return call, session.close
+
+
+def ours_with_breaker(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], None]]:
+    """The retry with a circuit breaker inside it, as the design puts them."""
+    session = requests.Session()
+    retry = Retry(max_attempts=ATTEMPTS, initial_delay=INITIAL, max_delay=CAP)
+    breaker = CircuitBreaker(minimum_calls=5, window=2.0, break_duration=0.5)
+    mount(
+        session,
+        server.base_url + "/",
+        Pipeline(StatusErrors(), retry, breaker, APIKeyAuth(server.api_key)),
     )
     url = server.url(PATH)
 
@@ -218,6 +247,7 @@ def vendor_loop(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callabl
 
 CLIENTS: dict[str, Client] = {
     "requests-resilience": ours,
+    "requests-resilience + breaker": ours_with_breaker,
     "urllib3 Retry": urllib3_retry,
     "tenacity": tenacity_retry,
     "stamina": stamina_retry,

@@ -503,7 +503,9 @@ def test_budget_token_is_refunded_when_the_breaker_blocks_the_retry() -> None:
         response(503),
     )
     assert isinstance(exc, ServerError)
-    assert budget.snapshot()["tokens"] == 1.0  # only the retry that reached the wire paid
+    # The first retry's token came back (the breaker refused it); the retry after the
+    # refusal is the breaker's to ration (refused again, or its probe) and takes none.
+    assert budget.snapshot()["tokens"] == 2.0
 
 
 def test_budget_is_shared_across_calls() -> None:

@@ -281,7 +281,9 @@ class Retry:
 
         history: list[Attempt] = []
         attempt = 1
-        slot = 1  # attempt slots used, skipped ones (no budget token) included
+        step = 0  # waits so far: the backoff grows with each
+        waited = 0.0
+        paid = False  # whether the current attempt took a budget token
         previous_wait = float(self.initial_delay)  # type: ignore[arg-type]
         attempt_call = self._first_call(call, deadline, start)
         while True:
@@ -296,7 +298,7 @@ class Retry:
             if outcome is Outcome.SUCCESS:
                 if budget is not None:
                     budget.deposit(clock.monotonic(), first_attempt=attempt == 1)
-                    if attempt > 1:
+                    if paid:
                         budget.refund()  # a retry that worked is free
                 if attempt == 1:
                     return response  # type: ignore[return-value] # the hot path: nothing to record
@@ -308,7 +310,7 @@ class Retry:
             )
             if budget is not None and outcome is not Outcome.SUCCESS:
                 if isinstance(error, CircuitOpenError):
-                    if attempt > 1:
+                    if paid:
                         budget.refund()  # the retry never reached the wire
                 elif attempt == 1 and outcome is not Outcome.FATAL:
                     budget.first_attempt_failed()  # the server's health, for the budget
@@ -332,23 +334,40 @@ class Retry:
                 return self._finish(history, record, stop, response, error)
 
             blocked = False  # the budget refused a token at least once for this retry
+            # After an open breaker's refusal the breaker rations the next attempt (it is
+            # refused locally again, or admitted as its probe): it needs no token.
+            budgeted = budget if not isinstance(error, CircuitOpenError) else None
             while True:
-                if slot >= self.max_attempts:
+                if attempt >= self.max_attempts:
                     stop = "attempts exhausted"
                     break
-                if server_wait is not None:
+                step += 1
+                if isinstance(error, CircuitOpenError):
+                    # An open breaker's "retry after" is a floor, not a schedule: a call
+                    # that keeps meeting a busy half-open breaker must not burn its
+                    # attempts in a few milliseconds, so it waits its backoff step too.
+                    wait = max(server_wait or 0.0, self._backoff(step, previous_wait, 1.0))
+                elif server_wait is not None:
                     wait = server_wait
                 else:
                     # A step that only waits for a budget token sends nothing, so it needs
                     # no jitter: it waits the full backoff, keeping the caller's patience.
-                    wait = self._backoff(slot, previous_wait, 1.0 if blocked else clock.random())
+                    wait = self._backoff(step, previous_wait, 1.0 if blocked else clock.random())
                     previous_wait = wait
                 now = clock.monotonic()
                 if deadline is not None and now + wait > deadline:
                     stop = "deadline would pass during the wait"
                     break
-                if budget is not None and self.fail_fast_on_budget and not budget.try_spend(now):
+                if blocked and waited + wait > self._patience():
+                    stop = "retry budget empty"  # waited for a token as long as the schedule
+                    break
+                if (
+                    budgeted is not None
+                    and self.fail_fast_on_budget
+                    and not budgeted.try_spend(now)
+                ):
                     blocked = True
+                    stop = "retry budget empty"
                     break
                 reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
                 record = _with_wait(record, record.wait + wait, reason)
@@ -364,22 +383,23 @@ class Retry:
                 if response is not None and not blocked:
                     _discard(response)  # its connection goes back to the pool before we wait
                 clock.sleep(wait)
-                slot += 1
+                waited += wait
                 if (
-                    budget is None
+                    budgeted is None
                     or self.fail_fast_on_budget
-                    or budget.try_spend(clock.monotonic())
+                    or budgeted.try_spend(clock.monotonic())
                 ):
                     break
                 blocked = True  # no token: keep our patience and wait for the next step
                 server_wait = None
-            if blocked and (stop is not None or self.fail_fast_on_budget):
+            if stop is not None and blocked:  # the budget, not the server, stopped the call
                 return self._budget_exhausted(history, record, response, error)
             if stop is not None:
                 return self._finish(history, record, stop, response, error)
 
             history.append(record)
             attempt += 1
+            paid = budgeted is not None
             if (
                 rewindable is True
                 and request.body is not None
@@ -419,6 +439,18 @@ class Retry:
             connect, read = given
             return (min(connect, cap), cap if read is None else min(read, cap))
         return min(float(given), cap)
+
+    def _patience(self) -> float:
+        """The whole un-jittered backoff schedule: the longest a call waits for tokens."""
+        initial = float(self.initial_delay)  # type: ignore[arg-type]
+        cap = float(self.max_delay)  # type: ignore[arg-type]
+        total = 0.0
+        for n in range(self.max_attempts - 1):
+            try:
+                total += min(cap, initial * self.multiplier**n)
+            except OverflowError:
+                total += cap
+        return total
 
     def _backoff(self, retry_number: int, previous: float, draw: float) -> float:
         initial = float(self.initial_delay)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ exactly to what the server saw, and no file descriptor may leak.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import random
@@ -280,8 +281,14 @@ def check_soak(seconds: float) -> SoakReport:
     assert retry.budget is not None
     budget = retry.budget.snapshot()
     assert budget["deposits"] == report.outcomes["200"]
-    # A retry keeps its token unless it succeeded or the breaker refused it.
-    failed_retries = [a for a in attempts if a.number > 1 and _failed_retry(a)]
+    # A retry keeps its token unless it succeeded or the breaker refused it; a retry
+    # after a breaker's refusal is the breaker's to ration and takes no token.
+    failed_retries = [
+        a
+        for history in report.histories
+        for previous, a in itertools.pairwise(history)
+        if _failed_retry(a) and previous.error != CircuitOpenError.__name__
+    ]
     assert budget["spent"] == len(failed_retries)
     # No descriptor leaked.
     assert fds_after == fds_before

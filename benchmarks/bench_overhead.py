@@ -44,7 +44,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from requests.adapters import HTTPAdapter
 
@@ -122,8 +122,13 @@ class Variant:
         self.round_medians: list[float] = []
 
 
-def build(base_url: str, api_key: str) -> tuple[list[Variant], list[str]]:
-    """The variants, and the names of the policies in the full pipeline."""
+def build(base_url: str, api_key: str, phase: str) -> tuple[list[Variant], list[str]]:
+    """The variants of one phase, and the names of the policies in the full pipeline.
+
+    Phase ``"api"`` measures Tracing with only the API at work (no SDK object exists in
+    the process yet: an SDK's span processor thread would tax every variant); phase
+    ``"sdk"`` measures it recording through the SDK. Each has its own bare baseline.
+    """
     prefix = base_url + "/"
     shared = HTTPAdapter(max_retries=0)
     bare = requests.Session()
@@ -134,11 +139,19 @@ def build(base_url: str, api_key: str) -> tuple[list[Variant], list[str]]:
         return mount(requests.Session(), prefix, pipeline, transport=shared)
 
     plain = session(Pipeline(*_policies(api_key)))
-    api_only = session(Pipeline(*_policies(api_key), Tracing()))
+    names = [*Pipeline(*_policies(api_key)).names, "tracing"]
+    if phase == "api":
+        api_only = session(Pipeline(*_policies(api_key), Tracing()))
+        return [
+            Variant("bare", bare),
+            Variant("pipeline", plain),
+            Variant("api-only", api_only),
+        ], names
 
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # As production set-ups do: spans are exported off the request path, in batches.
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     tracing = Tracing(tracer_provider=tracer_provider, meter_provider=meter_provider)
     sdk_pipeline = Pipeline(*_policies(api_key), tracing)
@@ -147,11 +160,10 @@ def build(base_url: str, api_key: str) -> tuple[list[Variant], list[str]]:
     variants = [
         Variant("bare", bare),
         Variant("pipeline", plain),
-        Variant("api-only", api_only),
         Variant("sdk", sdk, reset=exporter.clear),
         Variant("sdk-floor", floor, reset=exporter.clear),
     ]
-    return variants, list(sdk_pipeline.names)
+    return variants, names
 
 
 def run_batch(variant: Variant, url: str, batch: int, record: bool) -> None:
@@ -175,7 +187,17 @@ def run_batch(variant: Variant, url: str, batch: int, record: bool) -> None:
 
 
 def measure(rounds: int, batch: int, warmup: int, seed: int) -> dict[str, Any]:
-    """Start the server, run the interleaved rounds, return the results."""
+    """Both phases (API only first, then the SDK); `variants` merges them."""
+    api = measure_phase("api", rounds, batch, warmup, seed)
+    sdk = measure_phase("sdk", rounds, batch, warmup, seed)
+    merged = {**api, "variants": {**api["variants"]}, "phases": {"api": api, "sdk": sdk}}
+    for name in ("sdk", "sdk-floor"):
+        merged["variants"][name] = sdk["variants"][name]
+    return merged
+
+
+def measure_phase(phase: str, rounds: int, batch: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Start the server, run the interleaved rounds of one phase, return the results."""
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER],
         stdin=subprocess.PIPE,
@@ -186,7 +208,7 @@ def measure(rounds: int, batch: int, warmup: int, seed: int) -> dict[str, Any]:
         assert server.stdout is not None
         base_url, api_key = server.stdout.readline().split()
         url = base_url + PATH
-        variants, policies = build(base_url, api_key)
+        variants, policies = build(base_url, api_key, phase)
         order = random.Random(seed)
         for variant in variants:
             run_batch(variant, url, warmup, record=False)

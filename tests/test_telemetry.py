@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -384,3 +385,16 @@ def test_a_request_id_echoing_the_key_is_redacted_in_retry_reports(
     session.get(fake_vinci.url(BALANCE)).close()
     assert [e["event"] for e in logs] == ["retry_scheduled"]
     no_secret_in(logs, key)
+
+
+@pytest.mark.parametrize(("level", "expected"), [(logging.INFO, False), (logging.DEBUG, True)])
+def test_debug_events_are_not_built_when_the_level_filters_them(
+    level: int, expected: bool
+) -> None:
+    """With structlog configured above debug, the per-attempt event costs nothing."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    try:
+        assert telemetry.debug_enabled() is expected
+    finally:
+        structlog.reset_defaults()
+    assert telemetry.debug_enabled() is False  # unconfigured: quiet

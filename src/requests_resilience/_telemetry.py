@@ -39,6 +39,7 @@ import is used.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import re
 import traceback
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
+import structlog.stdlib
 from opentelemetry import metrics, trace
 
 from requests_resilience._errors import _safe_url
@@ -214,9 +216,34 @@ def call_failed(error: APIError) -> None:
 # -- helpers for the Tracing policy and operation() ---------------------------------------
 
 
+_NATIVE_DEBUG: dict[type, bool] = {}
+
+
 def debug_enabled() -> bool:
-    """Whether per-attempt debug events are wanted: only once structlog is configured."""
-    return structlog.is_configured()
+    """Whether per-attempt debug events would be emitted, checked before building one.
+
+    False while structlog is unconfigured; with structlog's own filtering loggers, the
+    configured level decides (cached per logger class); with the stdlib integration,
+    the ``requests_resilience`` stdlib logger's level does. An unknown wrapper class is
+    assumed to want the events.
+    """
+    if not structlog.is_configured():
+        return False
+    wrapper = structlog.get_config()["wrapper_class"]
+    known = _NATIVE_DEBUG.get(wrapper)
+    if known is not None:
+        return known
+    if isinstance(wrapper, type) and issubclass(wrapper, structlog.stdlib.BoundLogger):
+        return logging.getLogger(INSTRUMENTATION_NAME).isEnabledFor(logging.DEBUG)
+    check = getattr(wrapper, "is_enabled_for", None)
+    if check is None:
+        return True
+    try:
+        enabled = bool(check(None, logging.DEBUG))  # structlog's native: level >= min_level
+    except Exception:
+        return True
+    _NATIVE_DEBUG[wrapper] = enabled
+    return enabled
 
 
 def log_attempt(**fields: Any) -> None:

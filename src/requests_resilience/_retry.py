@@ -29,9 +29,11 @@ How long to wait: the server's ``Retry-After`` (delta-seconds, fractions, HTTP-d
 end after the call's deadline, is not started: the call fails at once with the last
 response or error.
 
-A `RetryBudget` shared by all calls caps retries at a share of first attempts: when
-it is empty, the call keeps its patience (waits its next backoff step and tries again
-for a token) and fails with `RetryBudgetExhaustedError` when its patience runs out.
+A `RetryBudget` shared by all calls rations retries while the server keeps failing
+(see its docstring): when it refuses a token, the call keeps its patience (it waits
+its next backoff step and asks again, for as long as the whole backoff schedule would
+have taken) and fails with `RetryBudgetExhaustedError` when its patience runs out. A
+retry after an open breaker's refusal takes no token: the breaker rations those.
 """
 
 from __future__ import annotations

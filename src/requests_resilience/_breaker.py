@@ -215,6 +215,12 @@ class BreakerStatus:
         rejected: calls this policy failed fast with `CircuitOpenError`.
         opened: how many times this policy opened the breaker.
         shared: whether the state is shared between processes (Redis).
+
+    Example:
+        >>> breaker = CircuitBreaker()
+        >>> status = breaker.status("https://api.example.com:443")
+        >>> status.state, status.rejected
+        ('closed', 0)
     """
 
     key: str

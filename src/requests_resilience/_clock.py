@@ -28,6 +28,12 @@ class Clock(Protocol):
 
     Implement these four methods to drive a pipeline from your own event loop or
     simulation; `SystemClock` is the real one and `testing.FakeClock` the virtual one.
+
+    Example:
+        >>> from requests_resilience.testing import FakeClock
+        >>> isinstance(SystemClock(), Clock), isinstance(FakeClock(), Clock)
+        (True, True)
+        >>> pipeline = Pipeline(StatusErrors(), Retry(), clock=FakeClock())
     """
 
     def monotonic(self) -> float:
@@ -101,13 +107,25 @@ def set_testing(on: bool) -> None:
 
     Args:
         on: whether waits are skipped.
+
+    Example:
+        >>> set_testing(True)  # e.g. in your conftest.py
+        >>> is_testing()
+        True
+        >>> set_testing(False)
     """
     with _TESTING.lock:
         _TESTING.active = bool(on)
 
 
 def is_testing() -> bool:
-    """Return whether testing mode is on."""
+    """Return whether testing mode is on.
+
+    Example:
+        >>> with no_waits():
+        ...     is_testing()
+        True
+    """
     return _TESTING.active
 
 

@@ -78,6 +78,12 @@ class APIError(requests.RequestException):
         response: the last response, when there was one.
         history: every attempt of the logical call, oldest first (filled in by the
             retry policy; empty when no retry policy ran).
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except APIError as exc:  # also a requests.RequestException
+        ...     print(exc, [attempt.status_code for attempt in exc.history])
     """
 
     history: tuple[Attempt, ...]
@@ -136,23 +142,58 @@ class APIStatusError(APIError, requests.HTTPError):
 
 
 class BadRequestError(APIStatusError):
-    """400: the payload is malformed or a field is invalid."""
+    """400: the payload is malformed or a field is invalid.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json={"duration_seconds": 5})
+        ... except BadRequestError as exc:
+        ...     print(exc.status_code, exc.detail)  # 400 prompt is required
+    """
 
 
 class AuthenticationError(APIStatusError):
-    """401: the API key is missing, unknown or revoked."""
+    """401: the API key is missing, unknown or revoked.
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except AuthenticationError as exc:
+        ...     print("check the key:", exc.detail)
+    """
 
 
 class InsufficientBalanceError(APIStatusError):
-    """402: the account's balance does not cover the job."""
+    """402: the account's balance does not cover the job.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json={"prompt": "a fox"})
+        ... except InsufficientBalanceError as exc:
+        ...     print("add credits:", exc.detail)
+    """
 
 
 class NotFoundError(APIStatusError):
-    """404: no such resource (for example an unknown job id)."""
+    """404: no such resource (for example an unknown job id).
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except NotFoundError as exc:
+        ...     print("no such job:", exc.request.url)
+    """
 
 
 class PayloadTooLargeError(APIStatusError):
-    """413: the upload or payload exceeds the server's limit."""
+    """413: the upload or payload exceeds the server's limit.
+
+    Example:
+        >>> try:
+        ...     session.post(url, files={"image": big_file})
+        ... except PayloadTooLargeError as exc:
+        ...     print("make the upload smaller:", exc.detail)
+    """
 
 
 class RateLimitError(APIStatusError):
@@ -161,6 +202,12 @@ class RateLimitError(APIStatusError):
     Attributes:
         retry_after: seconds the server asked to wait (``Retry-After``, else the time
             until ``X-RateLimit-Reset``), or None when it did not say.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json=payload)
+        ... except RateLimitError as exc:
+        ...     print(f"throttled; the server asks for {exc.retry_after} s")
     """
 
     def __init__(
@@ -186,7 +233,14 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    """5xx: the server failed; the outcome of a non-idempotent request is unknown."""
+    """5xx: the server failed; the outcome of a non-idempotent request is unknown.
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except ServerError as exc:
+        ...     print(exc.status_code, exc.request_id, len(exc.history), "attempts")
+    """
 
 
 #: The Vinci status table: status -> exception class. Other 5xx map to `ServerError`
@@ -212,6 +266,12 @@ class APIConnectionError(APIError, requests.ConnectionError):
             the server (refused, DNS, connect timeout, proxy, TLS handshake), so
             sending it again cannot duplicate its effect; True when the server may have
             received it and acted (reset, read timeout, truncated response).
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except APIConnectionError as exc:
+        ...     print("network trouble; sent:", exc.request_sent)
     """
 
     def __init__(
@@ -227,15 +287,36 @@ class APIConnectionError(APIError, requests.ConnectionError):
 
 
 class APITimeoutError(APIConnectionError, requests.Timeout):
-    """A connect or read timeout."""
+    """A connect or read timeout.
+
+    Example:
+        >>> try:
+        ...     session.get(url, timeout=(3.05, 10))
+        ... except APITimeoutError as exc:
+        ...     print("timed out; sent:", exc.request_sent)
+    """
 
 
 class APIConnectTimeoutError(APITimeoutError, requests.ConnectTimeout):
-    """No connection within the connect timeout; the request was not sent."""
+    """No connection within the connect timeout; the request was not sent.
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except APIConnectTimeoutError as exc:
+        ...     assert not exc.request_sent  # safe to send again
+    """
 
 
 class APIReadTimeoutError(APITimeoutError, requests.ReadTimeout):
-    """The server did not answer within the read timeout; the outcome is unknown."""
+    """The server did not answer within the read timeout; the outcome is unknown.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json=payload, timeout=(3.05, 10))
+        ... except APIReadTimeoutError as exc:
+        ...     print("the server may have acted on it")
+    """
 
 
 class CircuitOpenError(APIError):
@@ -244,6 +325,12 @@ class CircuitOpenError(APIError):
     Attributes:
         breaker: the breaker's name (for example the host).
         retry_after: seconds until the breaker lets a probe through.
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except CircuitOpenError as exc:  # nothing was sent
+        ...     print(f"{exc.breaker} is failing; next probe in {exc.retry_after:.0f} s")
     """
 
     def __init__(
@@ -266,15 +353,35 @@ class RetryBudgetExhaustedError(APIError):
     nor the attempt limit) is what stopped the call: the fleet-wide cap on retries is
     protecting a struggling server. The last attempt's error is the ``__cause__`` and
     its response, if any, is `response`; `history` lists every attempt.
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except RetryBudgetExhaustedError as exc:
+        ...     print("budget empty; the last error was", repr(exc.__cause__))
     """
 
 
 class ConfigurationError(ValueError):
-    """An option is missing or out of range; raised when a pipeline is built."""
+    """An option is missing or out of range; raised when a pipeline is built.
+
+    Example:
+        >>> Retry(max_attempts=0)
+        Traceback (most recent call last):
+        ...
+        ConfigurationError: Retry max_attempts must be an int from 1 to 100, got 0
+    """
 
 
 class MissingAPIKeyError(ConfigurationError):
-    """No API key was given and none was found in the environment."""
+    """No API key was given and none was found in the environment.
+
+    Example:
+        >>> APIKeyAuth(env_var="EXAMPLE_API_KEY")  # with EXAMPLE_API_KEY unset
+        Traceback (most recent call last):
+        ...
+        MissingAPIKeyError: the API key was not given: pass api_key=... or set the ...
+    """
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

@@ -30,6 +30,12 @@ class RetryDetails:
         request_id: the server's request id of the failed attempt, if known.
         retry_after: what the server (or an open breaker) asked to wait, if anything.
         elapsed: seconds since the first attempt started.
+
+    Example:
+        >>> def on_retry(details: RetryDetails) -> None:
+        ...     print(f"{details.method} {details.url}: {details.reason}, "
+        ...           f"retry in {details.wait:.2f} s")
+        >>> retry = Retry(on_retry=(on_retry,))
     """
 
     policy: str
@@ -56,6 +62,11 @@ class BreakerStateChange:
         failure_ratio: the failure ratio in the window when it changed, if known.
         calls: the number of calls in the window when it changed, if known.
         retry_after: for ``"open"``, seconds until a probe is let through.
+
+    Example:
+        >>> def on_change(change: BreakerStateChange) -> None:
+        ...     print(f"{change.breaker}: {change.old_state} -> {change.new_state}")
+        >>> breaker = CircuitBreaker(listeners=on_change)
     """
 
     breaker: str

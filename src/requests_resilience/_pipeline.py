@@ -65,6 +65,12 @@ class Attempt:
         wait: seconds waited after this attempt before the next one (0.0 for the last).
         reason: why the next attempt was made or not (e.g. ``"status 503"``,
             ``"retry-after"``, ``"not idempotent"``).
+
+    Example:
+        >>> for attempt in attempts_of(session.get(url)):
+        ...     print(attempt.number, attempt.status_code, attempt.wait, attempt.reason)
+        1 503 0.41 status 503
+        2 200 0.0 success
     """
 
     number: int
@@ -104,6 +110,12 @@ class Call:
             None when unbounded.
         attempt: 1 for the first wire attempt, 2 for the first retry, ...
         history: the attempts made before this one.
+
+    Example:
+        >>> def log_attempts(call: Call, next: Next) -> Response:
+        ...     print(call.request.method, call.request.url, "attempt", call.attempt)
+        ...     return next(call)
+        >>> pipeline = Pipeline(StatusErrors(), Retry(), log_attempts)
     """
 
     request: PreparedRequest

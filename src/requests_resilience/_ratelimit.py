@@ -133,6 +133,12 @@ class RateLimitStatus:
         refused: attempts refused locally (the wait would pass the deadline).
         throttled: 429 answers seen.
         shared: whether the bucket is shared between processes (Redis).
+
+    Example:
+        >>> limit = RateLimit(10)
+        >>> status = limit.status("https://api.example.com:443")
+        >>> status.rate, status.throttled
+        (9.5, 0)
     """
 
     key: str

@@ -82,7 +82,12 @@ _DAY = 86_400.0
 
 
 class Outcome(enum.Enum):
-    """What one attempt's result means for retrying it (see the module's table)."""
+    """What one attempt's result means for retrying it (see the module's table).
+
+    Example:
+        >>> classify_outcome(None, CircuitOpenError("api.example.com", retry_after=5.0))
+        <Outcome.NOT_SENT: 'not_sent'>
+    """
 
     SUCCESS = "success"
     """A response to return as is (2xx, 3xx)."""
@@ -105,6 +110,13 @@ def classify_outcome(response: Response | None, error: BaseException | None) -> 
     Args:
         response: the attempt's response, or None when it raised.
         error: the exception the attempt raised, or None.
+
+    Example:
+        >>> def classify(response, error):
+        ...     if response is not None and response.status_code == 409:
+        ...         return Outcome.REJECTED  # this API answers 409 while it is busy
+        ...     return classify_outcome(response, error)
+        >>> retry = Retry(classify=classify)
     """
     if response is not None:
         status = response.status_code

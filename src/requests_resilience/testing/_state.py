@@ -106,6 +106,13 @@ class RecordedRequest:
             None.
         connection_id: The number of the TCP connection it came on (1, 2, ... per server),
             to tell a kept-alive connection from a new one.
+
+    Example:
+        >>> with FakeVinciServer() as server:
+        ...     requests.get(server.url("/billing/balance"), headers=auth)
+        ...     recorded = server.requests[-1]
+        >>> recorded.method, recorded.path
+        ('GET', '/billing/balance')
     """
 
     method: str

@@ -310,6 +310,11 @@ def run_demo(
     Raises:
         ImportError: werkzeug (the ``testing`` extra) is not installed.
         ValueError: `jobs` or `threads` is out of range.
+
+    Example:
+        >>> from requests_resilience.testing import FakeClock
+        >>> report = run_demo(jobs=4, threads=2, clock=FakeClock(), outage_seconds=0.1)
+        >>> print_report(report)
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1000:
         msg = f"jobs must be an integer from 1 to 1000, got {jobs!r}"
@@ -415,6 +420,9 @@ def print_report(report: DemoReport, console: Console | None = None) -> None:
 
     Raises:
         ImportError: rich (the ``cli`` extra) is not installed.
+
+    Example:
+        >>> print_report(run_demo(jobs=8, threads=2))
     """
     from rich.console import Console  # noqa: PLC0415 - optional dependency
     from rich.table import Table  # noqa: PLC0415

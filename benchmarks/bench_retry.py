@@ -256,7 +256,7 @@ CLIENTS: dict[str, Client] = {
 }
 
 
-def outage(client: Client, *, rounds: int = 3) -> dict[str, Any]:
+def outage(client: Client, *, rounds: int = 5) -> dict[str, Any]:
     """`_outage_round` `rounds` times (calls during one 2 s outage are few: sum them)."""
     runs = [_outage_round(client) for _ in range(rounds)]
     calls = sum(r["calls_during_outage"] for r in runs)

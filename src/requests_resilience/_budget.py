@@ -59,7 +59,7 @@ class RetryBudget:
             failed retries are capped at this share of successes; 0.0 to 1.0
             (default 0.2).
         min_per_second: tokens added per second regardless of traffic, so that a
-            client with little traffic can still retry; 0.0 to 100.0 (default 0.2).
+            client with little traffic can still retry; 0.0 to 100.0 (default 0.5).
         max_tokens: the bucket's capacity, and its content at start; 1.0 to 10000.0
             (default 4.0). The most retries one burst of failures can use at once.
 
@@ -74,7 +74,7 @@ class RetryBudget:
     __slots__ = ("_settings", "_state")
 
     def __init__(
-        self, *, ratio: float = 0.2, min_per_second: float = 0.2, max_tokens: float = 4.0
+        self, *, ratio: float = 0.2, min_per_second: float = 0.5, max_tokens: float = 4.0
     ) -> None:
         _check("ratio", ratio, 0.0, 1.0)
         _check("min_per_second", min_per_second, 0.0, 100.0)

@@ -613,19 +613,12 @@ class FailoverStorage:
         return True
 
     def _run(self, now: float, step: Callable[[BreakerStorage], _T]) -> _T:
-        link = self._link
-        if link.usable(now):
-            try:
-                storage = self._redis
-                if storage is None:
-                    storage = self._redis = RedisBreakerStorage(link.client, self._namespace)
-                result = step(storage)
-            except link.errors as exc:
-                link.failed(now, exc)
-            else:
-                link.succeeded()
-                return result
-        return step(self.fallback)
+        return self._link.run(now, lambda: step(self._shared()), lambda: step(self.fallback))
+
+    def _shared(self) -> RedisBreakerStorage:
+        if self._redis is None:  # built on first use: it writes pybreaker's initial keys
+            self._redis = RedisBreakerStorage(self._link.client, self._namespace)
+        return self._redis
 
     def admit(self, now: float, rules: Rules) -> Admission:
         """`admit` on Redis, or on the fallback when Redis fails."""

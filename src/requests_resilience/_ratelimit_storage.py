@@ -445,19 +445,12 @@ class FailoverBucket:
         return True
 
     def _run(self, now: float, step: Callable[[BucketStorage], _T]) -> _T:
-        link = self._link
-        if link.usable(now):
-            try:
-                bucket = self._redis
-                if bucket is None:
-                    bucket = self._redis = RedisBucket(link.client, self._key)
-                result = step(bucket)
-            except link.errors as exc:
-                link.failed(now, exc)
-            else:
-                link.succeeded()
-                return result
-        return step(self.fallback)
+        return self._link.run(now, lambda: step(self._shared()), lambda: step(self.fallback))
+
+    def _shared(self) -> RedisBucket:
+        if self._redis is None:
+            self._redis = RedisBucket(self._link.client, self._key)
+        return self._redis
 
     def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
         """`reserve` on Redis, or on the fallback when Redis fails."""

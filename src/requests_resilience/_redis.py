@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -29,6 +30,7 @@ REDIS_RETRY_INTERVAL = 5.0
 REDIS_TIMEOUT = 0.5
 
 _log: Any = structlog.get_logger("requests_resilience")
+_T = TypeVar("_T")
 
 
 def import_redis(purpose: str) -> Any:
@@ -128,6 +130,18 @@ class RedisLink:
                 fallback=self._fallback,
                 retry_in=REDIS_RETRY_INTERVAL,
             )
+
+    def run(self, now: float, on_redis: Callable[[], _T], on_fallback: Callable[[], _T]) -> _T:
+        """`on_redis()` while Redis works, else (or when it fails now) `on_fallback()`."""
+        if self.usable(now):
+            try:
+                result = on_redis()
+            except self.errors as exc:
+                self.failed(now, exc)
+            else:
+                self.succeeded()
+                return result
+        return on_fallback()
 
     def succeeded(self) -> None:
         """Redis answered a step: back to shared state, and log it if it was down."""

@@ -54,44 +54,40 @@ def _headers(server: FakeVinciServer, call_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.api_key}", "X-Call-Id": call_id}
 
 
-def ours(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], None]]:
+def _succeeds(logical_call: Callable[[], object]) -> bool:
+    """Run one logical call; True when it ended well."""
+    try:
+        logical_call()
+    except (requests.RequestException, _RetryableStatusError):
+        return False
+    return True
+
+
+def _ours(
+    server: FakeVinciServer, *inner: Any
+) -> tuple[Callable[[str], bool], Callable[[], None]]:
     session = requests.Session()
     retry = Retry(max_attempts=ATTEMPTS, initial_delay=INITIAL, max_delay=CAP)
-    mount(
-        session, server.base_url + "/", Pipeline(StatusErrors(), retry, APIKeyAuth(server.api_key))
-    )
+    pipeline = Pipeline(StatusErrors(), retry, *inner, APIKeyAuth(server.api_key))
+    mount(session, server.base_url + "/", pipeline)
     url = server.url(PATH)
 
     def call(call_id: str) -> bool:
-        try:
-            session.get(url, headers={"X-Call-Id": call_id}, timeout=10).close()
-        except requests.RequestException:
-            return False
-        return True
+        return _succeeds(
+            lambda: session.get(url, headers={"X-Call-Id": call_id}, timeout=10).close()
+        )
 
     return call, session.close
+
+
+def ours(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], None]]:
+    """The Retry policy with its default budget."""
+    return _ours(server)
 
 
 def ours_with_breaker(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], None]]:
     """The retry with a circuit breaker inside it, as the design puts them."""
-    session = requests.Session()
-    retry = Retry(max_attempts=ATTEMPTS, initial_delay=INITIAL, max_delay=CAP)
-    breaker = CircuitBreaker(minimum_calls=5, window=2.0, break_duration=0.5)
-    mount(
-        session,
-        server.base_url + "/",
-        Pipeline(StatusErrors(), retry, breaker, APIKeyAuth(server.api_key)),
-    )
-    url = server.url(PATH)
-
-    def call(call_id: str) -> bool:
-        try:
-            session.get(url, headers={"X-Call-Id": call_id}, timeout=10).close()
-        except requests.RequestException:
-            return False
-        return True
-
-    return call, session.close
+    return _ours(server, CircuitBreaker(minimum_calls=5, window=2.0, break_duration=0.5))
 
 
 def urllib3_retry(server: FakeVinciServer) -> tuple[Callable[[str], bool], Callable[[], None]]:
@@ -148,11 +144,7 @@ def tenacity_retry(server: FakeVinciServer) -> tuple[Callable[[str], bool], Call
         _once(session, server, call_id)
 
     def call(call_id: str) -> bool:
-        try:
-            attempt(call_id)
-        except (requests.RequestException, _RetryableStatusError):
-            return False
-        return True
+        return _succeeds(lambda: attempt(call_id))
 
     return call, session.close
 
@@ -163,22 +155,21 @@ def stamina_retry(server: FakeVinciServer) -> tuple[Callable[[str], bool], Calla
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_maxsize=32))
 
+    def attempts(call_id: str) -> None:
+        for attempt in stamina.retry_context(
+            on=(_RetryableStatusError, requests.ConnectionError),
+            attempts=ATTEMPTS,
+            timeout=None,
+            wait_initial=INITIAL,
+            wait_max=CAP,
+            wait_jitter=INITIAL,
+            wait_exp_base=2,
+        ):
+            with attempt:
+                _once(session, server, call_id)
+
     def call(call_id: str) -> bool:
-        try:
-            for attempt in stamina.retry_context(
-                on=(_RetryableStatusError, requests.ConnectionError),
-                attempts=ATTEMPTS,
-                timeout=None,
-                wait_initial=INITIAL,
-                wait_max=CAP,
-                wait_jitter=INITIAL,
-                wait_exp_base=2,
-            ):
-                with attempt:
-                    _once(session, server, call_id)
-        except (requests.RequestException, _RetryableStatusError):
-            return False
-        return True
+        return _succeeds(lambda: attempts(call_id))
 
     return call, session.close
 
@@ -202,11 +193,7 @@ def backoff_retry(server: FakeVinciServer) -> tuple[Callable[[str], bool], Calla
         _once(session, server, call_id)
 
     def call(call_id: str) -> bool:
-        try:
-            attempt(call_id)
-        except (requests.RequestException, _RetryableStatusError):
-            return False
-        return True
+        return _succeeds(lambda: attempt(call_id))
 
     return call, session.close
 

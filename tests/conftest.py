@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import pytest
 import requests
+import structlog
+from structlog.testing import capture_logs
 
 from requests_resilience.testing import FakeClock
 
@@ -31,3 +34,16 @@ def session() -> Iterator[requests.Session]:
 def clock() -> FakeClock:
     """A fake clock with deterministic randomness."""
     return FakeClock()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog events captured for one test; the configuration is restored after."""
+    was_configured = structlog.is_configured()
+    saved = structlog.get_config()
+    with capture_logs() as entries:
+        yield entries
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()

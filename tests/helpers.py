@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from requests.structures import CaseInsensitiveDict
 
 from requests_resilience import Call, Next, Pipeline
@@ -88,3 +89,17 @@ def run(
         redactor=pipeline.redactor,
     )
     return pipeline.wrap(transport)(call)
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint]:
+    """The data points of metric `name` that `reader` has collected."""
+    data = reader.get_metrics_data()
+    found: list[NumberDataPoint] = []
+    if data is None:
+        return found
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    found.extend(metric.data.data_points)  # type: ignore[arg-type]
+    return found

@@ -9,13 +9,11 @@ from typing import Any
 
 import pytest
 import requests
-import structlog
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from structlog.testing import capture_logs
 
 import requests_resilience._ratelimit as ratelimit_module
 from requests_resilience import (
@@ -36,7 +34,7 @@ from requests_resilience._ratelimit_storage import (
     cubic_rate,
 )
 from requests_resilience.testing import FakeClock
-from tests.helpers import ScriptedTransport, prepared, response, run
+from tests.helpers import ScriptedTransport, points, prepared, response, run
 
 KEY = "k"
 
@@ -487,19 +485,6 @@ def test_the_bucket_key_is_a_hash_of_the_api_key() -> None:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    """structlog events captured for one test; the configuration is restored after."""
-    was_configured = structlog.is_configured()
-    saved = structlog.get_config()
-    with capture_logs() as entries:
-        yield entries
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
-
-
-@pytest.fixture
 def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
     """The meter provider, swapped for an isolated one with an in-memory reader."""
     metric_reader = InMemoryMetricReader()
@@ -508,19 +493,6 @@ def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
     monkeypatch.setattr(ratelimit_module, "_cached", None)
     yield metric_reader
     provider.shutdown()
-
-
-def points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint]:
-    data = reader.get_metrics_data()
-    found: list[NumberDataPoint] = []
-    if data is None:
-        return found
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    found.extend(metric.data.data_points)  # type: ignore[arg-type]
-    return found
 
 
 def test_a_429_is_logged_once_as_a_warning(logs: list[MutableMapping[str, Any]]) -> None:

@@ -11,11 +11,10 @@ import requests
 import structlog
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from structlog.testing import capture_logs
 
 from requests_resilience import (
     APIKeyAuth,
@@ -33,7 +32,7 @@ from requests_resilience import _tracing as tracing_module
 from requests_resilience._telemetry import breaker_state_changed, retry_scheduled
 from requests_resilience._tracing import Tracing, operation
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
-from tests.helpers import ScriptedTransport, response, run
+from tests.helpers import ScriptedTransport, points, response, run
 
 BALANCE = "/billing/balance"
 KEY = "sk-live-0123456789abcdef"
@@ -60,19 +59,6 @@ OPENED = BreakerStateChange(
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    """structlog events captured for one test; the configuration is restored after."""
-    was_configured = structlog.is_configured()
-    saved = structlog.get_config()
-    with capture_logs() as entries:
-        yield entries
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 @pytest.fixture
@@ -105,19 +91,6 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
     monkeypatch.setattr(telemetry, "_cached_counters", None)
     yield reader
     provider.shutdown()
-
-
-def points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint]:
-    data = reader.get_metrics_data()
-    found: list[NumberDataPoint] = []
-    if data is None:
-        return found
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    found.extend(metric.data.data_points)  # type: ignore[arg-type]
-    return found
 
 
 def no_secret_in(entries: list[MutableMapping[str, Any]], *secrets: str) -> None:

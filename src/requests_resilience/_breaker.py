@@ -51,6 +51,7 @@ from requests_resilience._errors import (
     CircuitOpenError,
     ConfigurationError,
     _safe_url,
+    refused_locally,
 )
 from requests_resilience._events import BreakerStateChange
 from requests_resilience._redis import connect
@@ -87,6 +88,12 @@ BreakerListener: TypeAlias = "Callable[[BreakerStateChange], None]"
 
 
 # -- what counts, and how calls are grouped -----------------------------------------
+
+
+def _now(clock: Clock, shared: bool) -> float:
+    # Shared (Redis) state needs a time that all hosts agree on; local state, a clock
+    # that never goes back.
+    return clock.time() if shared else clock.monotonic()
 
 
 def is_breaker_failure(outcome: Response | BaseException) -> bool:
@@ -474,7 +481,7 @@ class CircuitBreaker:
         cell.clock = clock
         storage = cell.storage
         shared = storage.shared
-        admission = storage.admit(clock.time() if shared else clock.monotonic(), rules)
+        admission = storage.admit(_now(clock, shared), rules)
         if admission.transition is not None:
             self._announce(key, admission.transition)
         if not admission.allowed:
@@ -484,19 +491,16 @@ class CircuitBreaker:
         probe = admission.probe
         try:
             response = next(call)
-        except CircuitOpenError:
-            storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
-            raise  # an inner breaker's refusal: nothing reached the server
         except Exception as exc:
-            if isinstance(exc, APIStatusError) and exc.response is None:
-                # A local refusal (an inner rate limit): nothing reached the server, so
-                # it is neither a failure nor a success, and a probe stays unanswered.
-                storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
-                raise
-            self._count(key, cell, exc, probe, clock)
+            if refused_locally(exc):
+                # An inner breaker or rate limit refused it: nothing reached the server,
+                # so it is neither a failure nor a success, and a probe stays unanswered.
+                storage.release(_now(clock, shared), probe=probe)
+            else:
+                self._count(key, cell, exc, probe, clock)
             raise
         except BaseException:
-            storage.release(clock.time() if shared else clock.monotonic(), probe=probe)
+            storage.release(_now(clock, shared), probe=probe)
             raise
         self._count(key, cell, response, probe, clock)
         return response
@@ -505,7 +509,7 @@ class CircuitBreaker:
         self, key: str, cell: _Cell, outcome: Response | Exception, probe: bool, clock: Clock
     ) -> None:
         storage = cell.storage
-        now = clock.time() if storage.shared else clock.monotonic()
+        now = _now(clock, storage.shared)
         try:
             failed = bool(self._settings.is_failure(outcome))
         except BaseException:
@@ -593,9 +597,7 @@ class CircuitBreaker:
         cell = self._cells.get(key) or self._cell(key)
         clock = cell.clock
         storage = cell.storage
-        stored = storage.read(
-            clock.time() if storage.shared else clock.monotonic(), self._settings.rules
-        )
+        stored = storage.read(_now(clock, storage.shared), self._settings.rules)
         with cell.lock:
             sent, failed, rejected, opened = cell.sent, cell.failed, cell.rejected, cell.opened
         return BreakerStatus(

@@ -362,6 +362,18 @@ class RetryBudgetExhaustedError(APIError):
     """
 
 
+def refused_locally(error: BaseException) -> bool:
+    """Whether `error` is a policy's local refusal: nothing reached the server.
+
+    An open breaker's `CircuitOpenError`, or a status error without a response (a rate
+    limit that refused to wait past the deadline). Such an outcome tells nothing about
+    the server's health.
+    """
+    return isinstance(error, CircuitOpenError) or (
+        isinstance(error, APIStatusError) and error.response is None
+    )
+
+
 class ConfigurationError(ValueError):
     """An option is missing or out of range; raised when a pipeline is built.
 

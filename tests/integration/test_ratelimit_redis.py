@@ -7,15 +7,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
-import structlog
-from structlog.testing import capture_logs
 
 from requests_resilience import Call, Pipeline
 from requests_resilience._ratelimit import RateLimit, rate_limit_key_for
@@ -54,19 +52,6 @@ for _ in range(count):
     run(pipeline, transport)
 print(json.dumps({"stamps": stamps, "shared": limit.status("shared").shared}))
 """
-
-
-@pytest.fixture
-def logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    """structlog events captured for one test; the configuration is restored after."""
-    was_configured = structlog.is_configured()
-    saved = structlog.get_config()
-    with capture_logs() as entries:
-        yield entries
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def _closed_port() -> int:

@@ -178,7 +178,7 @@ def test_broken_body_is_seen_inside_the_pipeline(
     fake_vinci.script(Fault.truncated())
     with pytest.raises(requests.ConnectionError):
         session.get(fake_vinci.url("/billing/balance"))
-    assert seen == ["APIConnectionError"]
+    assert seen == ["APIChunkedEncodingError"]
 
 
 def test_pool_size_is_a_setting(fake_vinci: FakeVinciServer, session: requests.Session) -> None:

@@ -87,9 +87,9 @@ REQ = prepared("POST", "https://api.example.com/v1/x?key=sk-query-secret")
             rr.APIConnectionError,
             True,
         ),
-        (requests.exceptions.ChunkedEncodingError("incomplete"), rr.APIConnectionError, True),
-        (requests.exceptions.ProxyError("proxy down"), rr.APIConnectionError, False),
-        (requests.exceptions.SSLError("bad cert"), rr.APIConnectionError, False),
+        (requests.exceptions.ChunkedEncodingError("incomplete"), rr.APIChunkedEncodingError, True),
+        (requests.exceptions.ProxyError("proxy down"), rr.APIProxyError, False),
+        (requests.exceptions.SSLError("bad cert"), rr.APISSLError, False),
     ],
 )
 def test_transport_errors_translate(

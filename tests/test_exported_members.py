@@ -32,11 +32,15 @@ def test_public_names_are_defined_in_private_modules() -> None:
 def test_exported_members() -> None:
     """The top-level API is exactly this list (update it on purpose, not by accident)."""
     assert sorted(requests_resilience.__all__) == [
+        "APIChunkedEncodingError",
         "APIConnectTimeoutError",
         "APIConnectionError",
+        "APIContentDecodingError",
         "APIError",
         "APIKeyAuth",
+        "APIProxyError",
         "APIReadTimeoutError",
+        "APISSLError",
         "APIStatusError",
         "APITimeoutError",
         "Attempt",

@@ -29,10 +29,14 @@ from requests_resilience._budget import RetryBudget
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
+    APIChunkedEncodingError,
     APIConnectionError,
     APIConnectTimeoutError,
+    APIContentDecodingError,
     APIError,
+    APIProxyError,
     APIReadTimeoutError,
+    APISSLError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -64,11 +68,15 @@ from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, ope
 
 __all__ = [
     "DEFAULT_STATUS_ERRORS",
+    "APIChunkedEncodingError",
     "APIConnectTimeoutError",
     "APIConnectionError",
+    "APIContentDecodingError",
     "APIError",
     "APIKeyAuth",
+    "APIProxyError",
     "APIReadTimeoutError",
+    "APISSLError",
     "APIStatusError",
     "APITimeoutError",
     "Attempt",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
-from requests_resilience._pipeline import Call, Pipeline
+from requests_resilience._pipeline import Call, Pipeline, TimeoutValue
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -17,22 +17,35 @@ if TYPE_CHECKING:
 __all__ = ["PipelineAdapter", "mount"]
 
 
-class PipelineAdapter(BaseAdapter):
+class PipelineAdapter(HTTPAdapter):
     """A transport adapter that sends every request through a `Pipeline`.
 
-    The innermost step is a real `requests.adapters.HTTPAdapter` (or the `transport`
-    you pass), so connection pooling, TLS verification, proxies, ``stream=True`` and
-    timeouts work as usual, and the `Session` around it keeps handling redirects,
-    cookies and hooks. The adapter translates transport failures into this library's
-    `APIConnectionError` family at that one boundary, and reads a non-streamed body
-    inside the pipeline, so that a body that breaks off is seen (and can be retried)
-    by the policies.
+    It *is* a `requests.adapters.HTTPAdapter`: ``poolmanager``, ``proxy_manager``,
+    ``build_response``, ``cert_verify``, ``close`` and an overridden
+    ``init_poolmanager`` (custom TLS contexts, source addresses) behave as on one,
+    and by default its own `HTTPAdapter.send` is the innermost step, so pooling, TLS
+    verification, proxies, ``stream=True`` and timeouts work as usual, and the
+    `Session` around it keeps handling redirects, cookies and hooks. Pass
+    ``transport=`` to put another adapter under the pipeline instead
+    (``requests_mock.Adapter()``, betamax's adapter, an `HTTPAdapter` subclass of
+    yours).
+
+    The adapter translates transport failures into this library's
+    `APIConnectionError` family at that one boundary (each still an instance of the
+    requests exception plain requests raises), and reads a non-streamed body inside
+    the pipeline, so that a body that breaks off is seen (and can be retried) by the
+    policies.
+
+    Copies are independent: `copy.deepcopy` and pickling (of the adapter, or of a
+    Session it is mounted on) keep the configuration and give the copy its own
+    connection pool and fresh policy state, as `HTTPAdapter` does.
 
     Args:
         pipeline: the policies to run.
-        transport: the adapter that does the I/O. Default: an `HTTPAdapter` with
-            the pool settings below and no retries of its own.
-        pool_connections: how many per-host pools to keep (default transport only).
+        transport: the adapter that does the I/O. Default: this adapter's own
+            `HTTPAdapter` machinery, with the pool settings below and no retries of its
+            own.
+        pool_connections: how many per-host pools to keep.
         pool_maxsize: connections kept per host; set it to at least the number of
             threads that share the session, or connections are discarded under load.
         pool_block: wait for a free connection instead of opening an extra one.
@@ -41,6 +54,8 @@ class PipelineAdapter(BaseAdapter):
         >>> adapter = PipelineAdapter(Pipeline(StatusErrors()), pool_maxsize=32)
         >>> session.mount("https://api.example.com/", adapter)
     """
+
+    __attrs__ = [*HTTPAdapter.__attrs__, "_pipeline", "_custom_transport"]  # noqa: RUF012 - requests' own name
 
     def __init__(
         self,
@@ -51,9 +66,11 @@ class PipelineAdapter(BaseAdapter):
         pool_maxsize: int = 32,
         pool_block: bool = False,
     ) -> None:
-        super().__init__()
         if not isinstance(pipeline, Pipeline):
             msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
+            raise TypeError(msg)
+        if transport is not None and not isinstance(transport, BaseAdapter):
+            msg = f"transport must be a requests BaseAdapter, got {type(transport).__name__}"
             raise TypeError(msg)
         for option, value in (
             ("pool_connections", pool_connections),
@@ -62,15 +79,19 @@ class PipelineAdapter(BaseAdapter):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
                 msg = f"{option} must be an int from 1 to 10000, got {value!r}"
                 raise ConfigurationError(msg)
-        if transport is None:
-            transport = HTTPAdapter(
-                pool_connections=pool_connections,
-                pool_maxsize=pool_maxsize,
-                max_retries=0,
-                pool_block=pool_block,
-            )
+        super().__init__(
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            max_retries=0,
+            pool_block=pool_block,
+        )
         self._pipeline = pipeline
-        self._transport = transport
+        self._custom_transport = transport
+        self._build()
+
+    def _build(self) -> None:
+        """Chain the pipeline around the transport (once; copies build their own)."""
+        pipeline = self._pipeline
         self._clock = pipeline.clock
         self._redactor = pipeline.redactor
         self._handler = pipeline.wrap(self._send_on_transport)
@@ -82,14 +103,14 @@ class PipelineAdapter(BaseAdapter):
 
     @property
     def transport(self) -> BaseAdapter:
-        """The adapter that does the I/O."""
-        return self._transport
+        """The adapter that does the I/O (this adapter itself unless one was given)."""
+        return self if self._custom_transport is None else self._custom_transport
 
     def send(  # noqa: PLR0917 - the signature requests calls
         self,
         request: PreparedRequest,
         stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        timeout: TimeoutValue = None,
         verify: bool | str = True,
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
@@ -106,21 +127,32 @@ class PipelineAdapter(BaseAdapter):
             redactor=self._redactor,
         )
         response = self._handler(call)
-        response.connection = self  # type: ignore[assignment] # re-sends (e.g. digest auth) go through the pipeline
+        response.connection = self  # re-sends (e.g. digest auth) go through the pipeline
         return response
 
     def _send_on_transport(self, call: Call) -> Response:
         request = call.request
         response: Response | None = None
+        transport = self._custom_transport
         try:
-            response = self._transport.send(
-                request,
-                stream=call.stream,
-                timeout=call.timeout,
-                verify=call.verify,
-                cert=call.cert,
-                proxies=call.proxies,
-            )
+            if transport is None:
+                response = super().send(
+                    request,
+                    stream=call.stream,
+                    timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
+                    verify=call.verify,
+                    cert=call.cert,
+                    proxies=call.proxies,
+                )
+            else:
+                response = transport.send(
+                    request,
+                    stream=call.stream,
+                    timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
+                    verify=call.verify,
+                    cert=call.cert,
+                    proxies=call.proxies,
+                )
             if not call.stream:
                 response.content  # noqa: B018 - read here so a broken body is the pipeline's to see
         except requests.RequestException as exc:
@@ -133,8 +165,15 @@ class PipelineAdapter(BaseAdapter):
         return response
 
     def close(self) -> None:
-        """Close the transport's connection pools."""
-        self._transport.close()
+        """Close the connection pools (and the custom transport's, if one was given)."""
+        super().close()
+        if self._custom_transport is not None:
+            self._custom_transport.close()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # HTTPAdapter's: the configuration, a new pool; then a chain of our own.
+        super().__setstate__(state)  # type: ignore[misc] # HTTPAdapter's, missing from its stubs
+        self._build()
 
     def __repr__(self) -> str:
         return f"PipelineAdapter({self._pipeline!r})"

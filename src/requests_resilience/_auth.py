@@ -102,3 +102,6 @@ class APIKeyAuth:
     def __reduce__(self) -> str | tuple[object, ...]:
         msg = "APIKeyAuth holds a secret and cannot be pickled; build it where it is used"
         raise TypeError(msg)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> APIKeyAuth:
+        return self  # immutable: a copy in the same process may share it

@@ -45,6 +45,7 @@ from requests_resilience._breaker_storage import (
     Transition,
 )
 from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import (
     APIConnectionError,
     APIStatusError,
@@ -266,7 +267,7 @@ class _Cell:
 # -- the policy ------------------------------------------------------------------------
 
 
-class CircuitBreaker:
+class CircuitBreaker(Rebuilt):
     """Fail fast, without touching the network, while a server keeps failing.
 
     While **closed**, every outcome lands in a sliding window; when at least

@@ -23,6 +23,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
+from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError
 
 __all__ = ["RetryBudget"]
@@ -51,7 +52,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class RetryBudget:
+class RetryBudget(Rebuilt):
     """A thread-safe token bucket shared by every call that uses one retry policy.
 
     Args:

@@ -17,9 +17,13 @@ are also `requests.ConnectionError`, timeouts are also `requests.Timeout` (and
         │   ├── RateLimitError                429  retry_after
         │   └── ServerError                   5xx
         ├── APIConnectionError  (ConnectionError)   request_sent
-        │   └── APITimeoutError  (Timeout)
-        │       ├── APIConnectTimeoutError  (ConnectTimeout)
-        │       └── APIReadTimeoutError  (ReadTimeout)
+        │   ├── APITimeoutError  (Timeout)
+        │   │   ├── APIConnectTimeoutError  (ConnectTimeout)
+        │   │   └── APIReadTimeoutError  (ReadTimeout)
+        │   ├── APISSLError  (SSLError)
+        │   ├── APIProxyError  (ProxyError)
+        │   ├── APIChunkedEncodingError  (ChunkedEncodingError)
+        │   └── APIContentDecodingError  (ContentDecodingError)
         ├── CircuitOpenError                  breaker, retry_after
         └── RetryBudgetExhaustedError         the retry budget refused every retry
 
@@ -29,7 +33,12 @@ are also `requests.ConnectionError`, timeouts are also `requests.Timeout` (and
 
 Status errors are raised by the `StatusErrors` policy from the *final* response;
 transport errors are translated where the pipeline meets the transport, always
-``raise ... from`` the original, which stays available as ``__cause__``.
+``raise ... from`` the original, which stays available as ``__cause__``. A translated
+transport error is an instance of the very requests class that plain requests raises
+for the same failure (``except requests.exceptions.SSLError:`` keeps catching) and
+keeps its ``args`` (``args[0]`` is urllib3's error, as with plain requests); only its
+``str()`` differs: a short message with the method, the URL without its query, and the
+pipeline's secrets removed.
 """
 
 from __future__ import annotations
@@ -50,10 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STATUS_ERRORS",
+    "APIChunkedEncodingError",
     "APIConnectTimeoutError",
     "APIConnectionError",
+    "APIContentDecodingError",
     "APIError",
+    "APIProxyError",
     "APIReadTimeoutError",
+    "APISSLError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -96,6 +109,7 @@ class APIError(requests.RequestException):
         response: Response | None = None,
     ) -> None:
         super().__init__(message, request=request, response=response)
+        self._message = message if isinstance(message, str) else str(message)
         self.history = ()
 
     @property
@@ -105,8 +119,11 @@ class APIError(requests.RequestException):
 
     @property
     def message(self) -> str:
-        """The error message."""
-        return str(self.args[0]) if self.args else ""
+        """The error message (also what ``str()`` gives)."""
+        return self._message
+
+    def __str__(self) -> str:
+        return self._message
 
 
 class APIStatusError(APIError, requests.HTTPError):
@@ -319,6 +336,50 @@ class APIReadTimeoutError(APITimeoutError, requests.ReadTimeout):
     """
 
 
+class APISSLError(APIConnectionError, requests.exceptions.SSLError):
+    """The TLS handshake or the TLS session failed (certificate, protocol, reset).
+
+    Example:
+        >>> try:
+        ...     session.get(url)
+        ... except requests.exceptions.SSLError as exc:  # also an APISSLError
+        ...     print("TLS trouble; sent:", exc.request_sent)
+    """
+
+
+class APIProxyError(APIConnectionError, requests.exceptions.ProxyError):
+    """The proxy refused or failed the connection; the request did not reach the server.
+
+    Example:
+        >>> try:
+        ...     session.get(url, proxies={"https": "http://proxy.internal:3128"})
+        ... except APIProxyError as exc:
+        ...     assert not exc.request_sent
+    """
+
+
+class APIChunkedEncodingError(APIConnectionError, requests.exceptions.ChunkedEncodingError):
+    """The response body broke off: truncated, or invalid chunked framing.
+
+    Example:
+        >>> try:
+        ...     session.get(url).content
+        ... except requests.exceptions.ChunkedEncodingError as exc:  # also this class
+        ...     print("body broke off after the request was sent:", exc.request_sent)
+    """
+
+
+class APIContentDecodingError(APIConnectionError, requests.exceptions.ContentDecodingError):
+    """The response body could not be decoded (a broken ``Content-Encoding``).
+
+    Example:
+        >>> try:
+        ...     session.get(url).content
+        ... except APIContentDecodingError:
+        ...     print("the server sent a body its Content-Encoding does not describe")
+    """
+
+
 class CircuitOpenError(APIError):
     """The circuit breaker is open: the request was not sent.
 
@@ -432,41 +493,51 @@ def translate_transport_error(
 ) -> APIConnectionError | None:
     """Map a requests transport exception to this library's tree, or None to leave it.
 
-    Connection-level failures become `APIConnectionError`, timeouts
-    `APIConnectTimeoutError` / `APIReadTimeoutError` (a read timeout while the body
-    streams in arrives from requests as a `ConnectionError` and is recognised too),
-    and a broken body (`ChunkedEncodingError`) an `APIConnectionError`. Errors of the
-    caller's own making (invalid URL, invalid header) are left alone.
+    The result is an instance of the library's class *and* of the requests class that
+    was raised (see `TRANSPORT_ERRORS`), with the same ``args``. A read timeout while
+    the body streams in arrives from requests as a plain `ConnectionError` and becomes
+    an `APIReadTimeoutError` (still a `ConnectionError`). Errors of the caller's own
+    making (invalid URL, invalid header) are left alone.
     """
-    if not isinstance(
-        exc,
-        (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError),
-    ):
+    kind = next((k for k in TRANSPORT_ERRORS if isinstance(exc, k[0])), None)
+    if kind is None:
         return None
+    _, library_class, label = kind
     causes = list(_causes(exc))
     sent = not any(isinstance(c, _NOT_SENT) for c in causes)
     if isinstance(exc, requests.exceptions.SSLError) and not any(
         isinstance(c, urllib3.exceptions.ProtocolError) for c in causes
     ):
         sent = False  # the TLS handshake precedes the request
+    if library_class is APIConnectionError:
+        if not sent and any(_is_connect_timeout(c) for c in causes):
+            library_class, label = APIConnectTimeoutError, "connect timeout"
+        elif any(isinstance(c, urllib3.exceptions.ReadTimeoutError) for c in causes):
+            library_class, label = APIReadTimeoutError, "read timeout"
+    if library_class is APIReadTimeoutError:
+        sent = True
+    elif library_class is APIConnectTimeoutError:
+        sent = False
     detail = redactor.redact(_short(exc))
     target = f"{request.method} {_safe_url(request.url)}"
-    error: APIConnectionError
-    if not sent and any(_is_connect_timeout(c) for c in causes):
-        error = APIConnectTimeoutError(
-            f"connect timeout for {target}: {detail}", request_sent=False, request=request
-        )
-    elif any(
-        isinstance(c, (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout)) for c in causes
-    ):
-        error = APIReadTimeoutError(
-            f"read timeout for {target}: {detail}", request_sent=True, request=request
-        )
-    else:
-        error = APIConnectionError(
-            f"connection failed for {target}: {detail}", request_sent=sent, request=request
-        )
+    error = library_class(f"{label} for {target}: {detail}", request_sent=sent, request=request)
+    error.args = exc.args  # what plain requests gives: args[0] is urllib3's error
     return error
+
+
+#: Each requests transport exception (most specific first), the library class its
+#: translation is an instance of (it is an instance of both), and the message's label.
+TRANSPORT_ERRORS: tuple[
+    tuple[type[requests.RequestException], type[APIConnectionError], str], ...
+] = (
+    (requests.ConnectTimeout, APIConnectTimeoutError, "connect timeout"),
+    (requests.ReadTimeout, APIReadTimeoutError, "read timeout"),
+    (requests.exceptions.SSLError, APISSLError, "TLS failed"),
+    (requests.exceptions.ProxyError, APIProxyError, "proxy failed"),
+    (requests.exceptions.ChunkedEncodingError, APIChunkedEncodingError, "body broke off"),
+    (requests.exceptions.ContentDecodingError, APIContentDecodingError, "body not decodable"),
+    (requests.ConnectionError, APIConnectionError, "connection failed"),
+)
 
 
 _QUERY = re.compile(r"\?[^\s'\")]*")

@@ -25,6 +25,7 @@ A ten-line custom policy::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._secrets import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
+    import urllib3.util
     from requests import PreparedRequest, Response
 
 __all__ = [
@@ -48,8 +50,9 @@ __all__ = [
     "set_attempts",
 ]
 
-#: What `Session.send` passes as ``timeout``: seconds, ``(connect, read)``, or None.
-TimeoutValue: TypeAlias = "float | tuple[float, float] | tuple[float, None] | None"
+#: What `Session.send` passes as ``timeout``: seconds, ``(connect, read)`` (either part
+#: may be None), a `urllib3.util.Timeout`, or None.
+TimeoutValue: TypeAlias = "float | tuple[float | None, float | None] | urllib3.util.Timeout | None"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,11 +332,24 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(self.names)})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_pipeline, (self._policies, self._clock))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
+        # The policies are copied (their state is fresh), the clock is shared.
+        copied = Pipeline(*(copy.deepcopy(p, memo) for p in self._policies), clock=self._clock)
+        memo[id(self)] = copied
+        return copied
+
     def __setattr__(self, name: str, value: object) -> None:
         if hasattr(self, name):
             msg = "a Pipeline is frozen; use evolve() to make a changed copy"
             raise AttributeError(msg)
         object.__setattr__(self, name, value)
+
+
+def _rebuild_pipeline(policies: tuple[Policy, ...], clock: Clock) -> Pipeline:
+    return Pipeline(*policies, clock=clock)
 
 
 def _secrets_of(policy: object) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from opentelemetry import metrics, trace
 from requests_resilience import _telemetry
 from requests_resilience._breaker import breaker_key_by_host
 from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
@@ -188,7 +189,7 @@ class _Cell:
 # -- the policy ------------------------------------------------------------------------
 
 
-class RateLimit:
+class RateLimit(Rebuilt):
     """Pace requests with a token bucket that adapts to the server, shared through Redis.
 
     Each wire attempt takes a token, waiting for one on the pipeline's clock when

@@ -47,6 +47,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 import requests
+import urllib3.util
 from requests.utils import rewind_body
 
 from requests_resilience._bodies import read_bounded
@@ -152,6 +153,36 @@ def _seconds(option: str, value: float | timedelta, low: float, high: float) -> 
         msg = f"Retry {option} must be from {low:g} to {high:g} seconds, got {value!r}"
         raise ConfigurationError(msg)
     return float(value)
+
+
+def cut_timeout(given: TimeoutValue, cap: float) -> TimeoutValue:
+    """`given` (any form requests accepts) with each of its parts cut to at most `cap`.
+
+    Seconds, ``(connect, read)`` with either part None, None, or a
+    `urllib3.util.Timeout` (its ``total`` is cut too); the form is kept.
+    """
+    if given is None:
+        return cap
+    if isinstance(given, tuple):
+        connect, read = given
+        return (_cut(connect, cap), _cut(read, cap))
+    if isinstance(given, urllib3.util.Timeout):
+        # The parts as given: its read_timeout property needs a started timer.
+        return urllib3.util.Timeout(
+            connect=_cut(_seconds_of(getattr(given, "_connect", None)), cap),
+            read=_cut(_seconds_of(getattr(given, "_read", None)), cap),
+            total=_cut(_seconds_of(given.total), cap),
+        )
+    return min(float(given), cap)
+
+
+def _cut(part: float | None, cap: float) -> float:
+    return cap if part is None else min(float(part), cap)
+
+
+def _seconds_of(part: object) -> float | None:
+    """A `urllib3.util.Timeout` part as seconds, None for "not set" (or its default)."""
+    return float(part) if isinstance(part, (int, float)) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,12 +478,7 @@ class Retry:
         cap = own if left is None else (left if own is None else min(own, left))
         if cap is None:
             return given
-        if given is None:
-            return cap
-        if isinstance(given, tuple):
-            connect, read = given
-            return (min(connect, cap), cap if read is None else min(read, cap))
-        return min(float(given), cap)
+        return cut_timeout(given, cap)
 
     def _patience(self) -> float:
         """The whole un-jittered backoff schedule: the longest a call waits for tokens."""

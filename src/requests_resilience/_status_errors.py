@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from requests_resilience._bodies import read_bounded
 from requests_resilience._errors import (
@@ -89,6 +89,12 @@ class StatusErrors:
 
     def __repr__(self) -> str:
         return f"StatusErrors(table=<{len(self._table)} statuses>)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StatusErrors, (dict(self._table),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StatusErrors:
+        return self  # immutable: a copy may share it
 
 
 def status_error(

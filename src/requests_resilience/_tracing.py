@@ -40,6 +40,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from requests_resilience._bodies import body_is_read
+from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, _safe_url
 from requests_resilience._parsing import request_id_of
 from requests_resilience._telemetry import (
@@ -106,7 +107,7 @@ _OPERATION: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
 )
 
 
-class Tracing:
+class Tracing(Rebuilt):
     """One OpenTelemetry CLIENT span, duration metric and debug event per wire attempt.
 
     Place it last (innermost), inside the retry, so that it runs once per attempt::

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from requests_resilience import (
+    APIChunkedEncodingError,
     APIConnectionError,
     APIError,
     APIReadTimeoutError,
@@ -139,7 +140,9 @@ ROWS = [
     ),
     pytest.param(Row((Fault.reset(),), None, 2, (0.5,), status=200), id="reset-once-then-ok"),
     pytest.param(
-        Row(_times(Fault.reset_mid_body()), APIConnectionError, 5, FAILING, check=_sent(True)),
+        Row(
+            _times(Fault.reset_mid_body()), APIChunkedEncodingError, 5, FAILING, check=_sent(True)
+        ),
         id="reset-mid-body",
     ),
     pytest.param(
@@ -157,7 +160,7 @@ ROWS = [
         id="headers-then-stall",
     ),
     pytest.param(
-        Row(_times(Fault.truncated()), APIConnectionError, 5, FAILING, check=_sent(True)),
+        Row(_times(Fault.truncated()), APIChunkedEncodingError, 5, FAILING, check=_sent(True)),
         id="truncated-body",
     ),
     pytest.param(

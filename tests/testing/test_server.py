@@ -164,14 +164,17 @@ def test_stop_is_prompt_with_stalled_and_idle_connections() -> None:
     for thread in threads:
         thread.start()
     wait_for(lambda: srv.request_count == 3)
-    started = time.monotonic()
     srv.stop()
-    elapsed = time.monotonic() - started
     for thread in threads:
         thread.join(5)
     idle.close()
-    assert elapsed < 0.25
     assert len(errors) == 2
+    # stop() closed the stalled connections: the clients saw a closed connection, not
+    # their own 10 s read timeout (nor the 30 s stall's end).
+    assert not any(isinstance(e, requests.Timeout) for e in errors)
+    assert not any(
+        isinstance(a, urllib3.exceptions.ReadTimeoutError) for e in errors for a in e.args
+    )
 
 
 @pytest.mark.parametrize(
@@ -816,13 +819,11 @@ def test_stall_after_headers_times_out_reading_the_body(
 ) -> None:
     """Headers arrive at once; a 0.2 s read timeout fires while waiting for the body."""
     server.script(Fault.stall_after_headers(30))
-    started = time.monotonic()
     with client.get(BALANCE, timeout=0.2, stream=True) as response:
         assert response.status_code == 200
         with pytest.raises(requests.ConnectionError) as info:
             _ = response.content
     assert isinstance(info.value.args[0], urllib3.exceptions.ReadTimeoutError)
-    assert time.monotonic() - started < 2
 
 
 def test_stall_after_headers_then_sends_the_body(server: FakeVinciServer, client: Client) -> None:

@@ -28,7 +28,6 @@ from requests_resilience import (
     mount,
 )
 from requests_resilience import _telemetry as telemetry
-from requests_resilience import _tracing as tracing_module
 from requests_resilience._telemetry import breaker_state_changed, retry_scheduled
 from requests_resilience._tracing import Tracing, operation
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
@@ -228,31 +227,36 @@ def test_reports_without_a_span_or_an_sdk_do_nothing_but_log(
 # -- quiet by default --------------------------------------------------------------------------
 
 
-def test_unconfigured_structlog_gets_no_debug_and_no_error_events(
-    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+def test_unconfigured_structlog_logs_through_stdlib_at_its_levels(
+    unconfigured: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Until structlog is configured, attempts and final errors are not logged."""
-    attempts: list[MutableMapping[str, Any]] = []
-    monkeypatch.setattr(tracing_module, "log_attempt", lambda **kw: attempts.append(kw))
-    errors: list[str] = []
-    monkeypatch.setattr(telemetry.logger, "error", lambda *a, **kw: errors.append(a[0]))
-    assert telemetry.debug_enabled() is False
+    """Until structlog is configured: attempts at DEBUG, final errors at INFO, through stdlib."""
     pipeline = Pipeline(StatusErrors(), Tracing(meter_provider=metrics.NoOpMeterProvider()))
-    with pytest.raises(ServerError):
-        run(pipeline, ScriptedTransport(response(500)))
-    assert attempts == []
-    assert errors == []
+    with caplog.at_level(logging.WARNING, logger="requests_resilience"):
+        assert telemetry.debug_enabled() is False
+        with pytest.raises(ServerError):
+            run(pipeline, ScriptedTransport(response(500)))
+    assert [r for r in caplog.records if r.name == "requests_resilience"] == []
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="requests_resilience"):
+        assert telemetry.debug_enabled() is True
+        with pytest.raises(ServerError):
+            run(pipeline, ScriptedTransport(response(500)))
+    seen = [(r.levelno, r.requests_resilience["event"]) for r in caplog.records]  # type: ignore[attr-defined]
+    assert seen == [(logging.DEBUG, "attempt"), (logging.INFO, "call_failed")]
 
 
 def test_unconfigured_structlog_still_gets_the_retry_warning(
-    unconfigured: None, monkeypatch: pytest.MonkeyPatch
+    unconfigured: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A retry is logged even then: the caller has no other way to see it."""
-    warnings: list[str] = []
-    monkeypatch.setattr(telemetry.logger, "warning", lambda *a, **kw: warnings.append(a[0]))
-    retry_scheduled(RETRY)
-    breaker_state_changed(OPENED)
-    assert warnings == ["retry_scheduled", "breaker_state_changed"]
+    """Retries and breaker changes are stdlib warnings: shown even with nothing configured."""
+    with caplog.at_level(logging.WARNING, logger="requests_resilience"):
+        retry_scheduled(RETRY)
+        breaker_state_changed(OPENED)
+    assert [(r.levelno, r.getMessage().split()[0]) for r in caplog.records] == [
+        (logging.WARNING, "retry_scheduled"),
+        (logging.WARNING, "breaker_state_changed"),
+    ]
 
 
 # -- end to end, over real HTTP ----------------------------------------------------------------

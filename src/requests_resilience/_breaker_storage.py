@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pybreaker
-import structlog
 
 from requests_resilience._redis import RedisLink
+from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -65,7 +65,7 @@ STATE_CLOSED: str = pybreaker.STATE_CLOSED
 STATE_OPEN: str = pybreaker.STATE_OPEN
 STATE_HALF_OPEN: str = pybreaker.STATE_HALF_OPEN
 
-_log = structlog.get_logger("requests_resilience")
+_log = logger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

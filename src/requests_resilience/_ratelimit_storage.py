@@ -42,9 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import structlog
-
 from requests_resilience._redis import RedisLink
+from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -62,7 +61,7 @@ __all__ = [
 #: The lowest rate adaptation goes to, as a share of the target rate.
 FLOOR_SHARE = 0.05
 
-_log = structlog.get_logger("requests_resilience")
+_log = logger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,9 +15,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from requests_resilience._errors import ConfigurationError
+from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -29,7 +28,7 @@ REDIS_RETRY_INTERVAL = 5.0
 #: Seconds to connect to Redis, and for each command: a call must not hang on Redis.
 REDIS_TIMEOUT = 0.5
 
-_log: Any = structlog.get_logger("requests_resilience")
+_log = logger
 _T = TypeVar("_T")
 
 

@@ -17,16 +17,19 @@ the current span; metrics through the global meter provider):
 - each wire attempt, from the ``Tracing`` policy: debug ``attempt``; its own CLIENT
   span; histogram ``http.client.request.duration``.
 
-Logging: the library never calls ``structlog.configure()``; it logs through
-``structlog.get_logger("requests_resilience")``, so the application's configuration
-(levels, processors, stdlib integration) applies. structlog's *default* configuration
-prints every level to stdout, so while structlog is not configured
-(``structlog.is_configured()`` is False) the library only logs what the caller cannot
-see otherwise: retries and breaker changes (warnings). The per-attempt debug events and
-the final-error events (the caller gets the exception itself) are dropped until the
-application configures structlog. No event ever holds the API key or a header: URLs
-are logged without query, fragment or credentials, and messages were redacted by the
-pipeline.
+Logging: the library never writes to stdout and never configures logging. Until the
+application configures structlog (``structlog.is_configured()`` is False), every event
+goes through the stdlib logger ``requests_resilience``, as urllib3's do: its levels and
+handlers apply, and an application that configured nothing sees the warnings on
+stderr through Python's last-resort handler. The record's message is
+``"<event> key=value ..."``, and ``record.requests_resilience`` holds the event's
+name (``"event"``) and fields as a dict, for formatters and filters. ``call_failed``
+is logged at INFO there (the caller gets the exception itself; a library that both
+raises and logs an error prints every failure twice). Once the application has
+configured structlog, the same events go through ``structlog.get_logger(
+"requests_resilience")`` with the same names and fields (``call_failed`` at error),
+so its processors apply. No event ever holds the API key or a header: URLs are logged
+without query, fragment or credentials, and messages were redacted by the pipeline.
 
 Spans and metrics go through ``opentelemetry-api`` only: without an SDK they cost
 next to nothing. The span events land on the span that is current where the policy
@@ -82,9 +85,85 @@ def _version() -> str:
 
 INSTRUMENTATION_VERSION = _version()
 
-#: The library's logger; a lazy proxy, so the application's structlog configuration
-#: applies whenever it is made.
-logger: Any = structlog.get_logger(INSTRUMENTATION_NAME)
+
+class _Fields:
+    """``key=value ...``, rendered only if a handler formats the record."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={_text(value)}" for key, value in self.fields.items())
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str) and (not value or any(c in value for c in " \t\n'\"=")):
+        return repr(value)
+    return str(value)
+
+
+class EventLogger:
+    """The library's logger: structlog once the application configured it, else stdlib.
+
+    Each method takes the event name and its fields, like a structlog logger.
+    """
+
+    __slots__ = ("_stdlib", "_structlog")
+
+    def __init__(self, name: str) -> None:
+        self._stdlib = logging.getLogger(name)
+        # A lazy proxy: the application's structlog configuration applies once made.
+        self._structlog: Any = structlog.get_logger(name)
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether the stdlib logger takes `level` (the path used before structlog is set up)."""
+        return self._stdlib.isEnabledFor(level)
+
+    def emit(
+        self, level: int, event: str, fields: dict[str, Any], *, stdlib_level: int = 0
+    ) -> None:
+        """Log `event` with `fields` at `level` (at `stdlib_level` on the stdlib path if set)."""
+        if structlog.is_configured():
+            getattr(self._structlog, _METHODS[level])(event, **fields)
+            return
+        level = stdlib_level or level
+        if self._stdlib.isEnabledFor(level):
+            self._stdlib.log(
+                level,
+                "%s %s",
+                event,
+                _Fields(fields),
+                extra={"requests_resilience": {"event": event, **fields}},
+            )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log a debug event."""
+        self.emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log an info event."""
+        self.emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log a warning event."""
+        self.emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log an error event."""
+        self.emit(logging.ERROR, event, fields)
+
+
+_METHODS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+}
+
+#: The library's logger (see the module docstring for where its events go).
+logger = EventLogger(INSTRUMENTATION_NAME)
 
 
 # -- the three reports --------------------------------------------------------------------
@@ -193,11 +272,9 @@ def call_failed(error: APIError) -> None:
     """A logical call ended with `error` (raised by the outermost StatusErrors policy).
 
     Logs an error ``call_failed`` with the error's type, message (already redacted by
-    the pipeline), status, request_id and attempt count, when structlog is configured.
+    the pipeline), status, request_id and attempt count (at INFO on the stdlib path).
     The exception itself reaches the caller, and `operation` records it on its span.
     """
-    if not structlog.is_configured():
-        return
     request = error.request
     if request is None and error.response is not None:
         request = error.response.request
@@ -210,7 +287,7 @@ def call_failed(error: APIError) -> None:
         method=getattr(request, "method", None),
         url=_safe_url(getattr(request, "url", None)) or None,
     )
-    logger.error("call_failed", **fields)
+    logger.emit(logging.ERROR, "call_failed", fields, stdlib_level=logging.INFO)
 
 
 # -- helpers for the Tracing policy and operation() ---------------------------------------
@@ -222,13 +299,13 @@ _NATIVE_DEBUG: dict[type, bool] = {}
 def debug_enabled() -> bool:
     """Whether per-attempt debug events would be emitted, checked before building one.
 
-    False while structlog is unconfigured; with structlog's own filtering loggers, the
-    configured level decides (cached per logger class); with the stdlib integration,
-    the ``requests_resilience`` stdlib logger's level does. An unknown wrapper class is
-    assumed to want the events.
+    While structlog is unconfigured, and with structlog's stdlib integration, the
+    ``requests_resilience`` stdlib logger's level decides; with structlog's own
+    filtering loggers, the configured level does (cached per logger class). An unknown
+    wrapper class is assumed to want the events.
     """
     if not structlog.is_configured():
-        return False
+        return logger.is_enabled_for(logging.DEBUG)
     wrapper = structlog.get_config()["wrapper_class"]
     known = _NATIVE_DEBUG.get(wrapper)
     if known is not None:

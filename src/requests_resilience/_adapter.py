@@ -153,8 +153,10 @@ class PipelineAdapter(HTTPAdapter):
                     cert=call.cert,
                     proxies=call.proxies,
                 )
-            if not call.stream:
-                response.content  # noqa: B018 - read here so a broken body is the pipeline's to see
+            if not call.stream and not response.is_redirect:
+                # Read here so a broken body is the pipeline's to see. A redirect's body
+                # is requests' to drain: it ignores a broken one there.
+                response.content  # noqa: B018
         except requests.RequestException as exc:
             if response is not None:
                 response.close()

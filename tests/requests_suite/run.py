@@ -148,6 +148,7 @@ def main() -> int:
     baseline = outcomes[None]
     expected = _listed("expected_changes.txt")
     lost = False
+    totals = [0, 0]  # tests kept, tests lost, over both mounted configurations
     print(
         f"requests {version('requests')} suite without the adapter: "
         f"{_count(baseline, 'passed')} passed, {_count(baseline, 'failed')} failed, "
@@ -166,6 +167,9 @@ def main() -> int:
         for test_id in regressions:
             print(f"    LOST {test_id}: {mounted.get(test_id, 'not run')}")
         lost = lost or bool(regressions)
+        totals[0] += _count(baseline, "passed") - len(regressions)
+        totals[1] += len(regressions)
+    print(f"requests-suite: {totals[0]} passed, {totals[1]} failed")
     return 1 if lost else 0
 
 

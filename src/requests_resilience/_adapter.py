@@ -134,25 +134,16 @@ class PipelineAdapter(HTTPAdapter):
         request = call.request
         response: Response | None = None
         transport = self._custom_transport
+        send = super().send if transport is None else transport.send
         try:
-            if transport is None:
-                response = super().send(
-                    request,
-                    stream=call.stream,
-                    timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
-                    verify=call.verify,
-                    cert=call.cert,
-                    proxies=call.proxies,
-                )
-            else:
-                response = transport.send(
-                    request,
-                    stream=call.stream,
-                    timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
-                    verify=call.verify,
-                    cert=call.cert,
-                    proxies=call.proxies,
-                )
+            response = send(
+                request,
+                stream=call.stream,
+                timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
+                verify=call.verify,
+                cert=call.cert,
+                proxies=call.proxies,
+            )
             if not call.stream and not response.is_redirect:
                 # Read here so a broken body is the pipeline's to see. A redirect's body
                 # is requests' to drain: it ignores a broken one there.

@@ -405,17 +405,33 @@ def test_requests_timeout_tuple_is_cut_too() -> None:
 # -- the budget -----------------------------------------------------------------------------
 
 
-def _drained(max_tokens: float = 1.0) -> RetryBudget:
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=max_tokens)
-    while budget.try_spend(FakeClock().monotonic()):
-        pass
+def _failing(clock: FakeClock, **options: Any) -> RetryBudget:
+    """A budget that has seen a long run of failures at the clock's current time."""
+    options = {"ratio": 0.0, "min_per_second": 0.0, **options}
+    budget = RetryBudget(**options)
+    for _ in range(30):
+        budget._record(clock.monotonic(), failed=True)
+    assert budget.failing
     return budget
+
+
+def test_random_failures_are_retried_freely() -> None:
+    """A healthy budget admits every retry: the call ends as it would without one."""
+    budget = RetryBudget()
+    transport, _, result = go(Retry(budget=budget), response(503), response(503), response(200))
+    assert result.status_code == 200
+    assert len(transport.calls) == 3
+    snapshot = budget.snapshot()
+    # Two retries admitted at no cost; the first failed on the wire ("spent").
+    assert (snapshot["granted"], snapshot["spent"], snapshot["refused"]) == (2, 1, 0)
+    assert snapshot["tokens"] == 0.0
 
 
 def test_budget_empty_waits_patiently_then_fails_with_its_own_error() -> None:
     """With no token, the call waits its backoff steps and fails with its own error."""
-    retry = Retry(budget=_drained(), max_attempts=5, jitter="none", initial_delay=1.0)
-    transport, clock, exc = go(retry, response(503))
+    clock = FakeClock()
+    retry = Retry(budget=_failing(clock), max_attempts=5, jitter="none", initial_delay=1.0)
+    transport, clock, exc = go(retry, response(503), clock=clock)
     assert isinstance(exc, RetryBudgetExhaustedError)
     assert len(transport.calls) == 1
     assert clock.sleeps == [1, 2, 4, 8]  # the same patience as without a budget
@@ -424,47 +440,53 @@ def test_budget_empty_waits_patiently_then_fails_with_its_own_error() -> None:
     assert exc.history[-1].reason == "retry budget empty"
 
 
-def test_failing_server_rations_retries() -> None:
-    """After first attempts keep failing, retries only spend from a nearly full bucket."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=4.0)
-    assert budget.try_spend(0.0)  # healthy: any token may go
-    assert budget.try_spend(0.0)
-    budget.first_attempt_failed()
-    budget.first_attempt_failed()
-    assert budget.failing
-    assert not budget.try_spend(0.0)  # 2 left, 3 needed while failing
-    budget.refund()
-    assert budget.try_spend(0.0)  # 3 left: one may go
-    assert not budget.try_spend(0.0)
-
-
-def test_one_success_ends_a_failing_spell() -> None:
-    """The first success after failures earns a whole token and lifts the rationing."""
-    budget = RetryBudget(ratio=0.2, min_per_second=0.0, max_tokens=4.0)
-    for _ in range(4):
-        budget.try_spend(0.0)
-    for _ in range(3):
-        budget.first_attempt_failed()
-    budget.deposit(0.0)
-    assert not budget.failing
-    assert budget.snapshot()["tokens"] == 1.0
-    assert budget.try_spend(0.0)
-
-
-def test_healthy_budget_waits_patiently_when_empty() -> None:
-    """Healthy but empty: early retries wait their steps; a refilled token is used."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=1.0)
+def test_a_patient_call_succeeds_when_a_token_arrives() -> None:
+    """Refused at first, the call keeps waiting; a token from time lets it retry."""
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=0.5)
     retry = Retry(budget=budget, max_attempts=5, jitter="none", initial_delay=1.0)
-    transport, clock, exc = go(retry, response(503))
-    assert isinstance(exc, RetryBudgetExhaustedError)
+    transport, clock, result = go(retry, response(503), response(200), clock=clock)
+    assert result.status_code == 200
+    assert clock.sleeps == [1, 2]  # refused at 1 s (half a token), admitted at 3 s
     assert [c.attempt for c in transport.calls] == [1, 2]
-    assert clock.sleeps == [1, 2, 4, 8]
+    # 1.5 tokens at 3 s, one taken, and given back because the retry worked.
+    assert budget.snapshot()["tokens"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("headers", "asked"),
+    [
+        ({"Retry-After": "0.3"}, 0.3),
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after-ms": "300"}, 0.3),
+        ({"Retry-After": "HTTP-DATE+5"}, 5.0),
+    ],
+)
+@pytest.mark.parametrize("pressure", [False, True], ids=["healthy", "failing"])
+def test_retry_after_is_never_shortened_by_the_budget(
+    headers: dict[str, str], asked: float, pressure: bool
+) -> None:
+    """Whatever the budget does, the first wait is the server's, and the re-send no sooner."""
+    clock = FakeClock()
+    if headers.get("Retry-After") == "HTTP-DATE+5":
+        when = datetime.fromtimestamp(clock.time() + asked, tz=timezone.utc)
+        headers = {"Retry-After": format_datetime(when, usegmt=True)}
+    budget = _failing(clock, min_per_second=2.0) if pressure else RetryBudget()
+    retry = Retry(budget=budget, jitter="none", initial_delay=0.1)
+    transport, clock, result = go(
+        retry, response(429, headers=headers), response(200), clock=clock
+    )
+    assert result.status_code == 200
+    assert clock.sleeps[0] == pytest.approx(asked)
+    assert sum(clock.sleeps) >= asked - 1e-9
+    assert len(transport.calls) == 2
 
 
 def test_budget_fail_fast() -> None:
     """fail_fast_on_budget fails at once when no token is free."""
-    retry = Retry(budget=_drained(), fail_fast_on_budget=True, jitter="none", initial_delay=1)
-    transport, clock, exc = go(retry, response(503))
+    clock = FakeClock()
+    retry = Retry(budget=_failing(clock), fail_fast_on_budget=True, jitter="none", initial_delay=1)
+    transport, clock, exc = go(retry, response(503), clock=clock)
     assert isinstance(exc, RetryBudgetExhaustedError)
     assert len(transport.calls) == 1
     assert clock.sleeps == []
@@ -472,47 +494,77 @@ def test_budget_fail_fast() -> None:
 
 def test_successful_retry_gives_its_token_back() -> None:
     """A retry that works costs no token: the server is back."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
-    go(Retry(budget=budget), response(503), response(200))
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=2.0)
+    clock.advance(5.0)
+    go(Retry(budget=budget, jitter="none"), response(503), response(200), clock=clock)
     assert budget.snapshot()["tokens"] == 2.0
     assert budget.snapshot()["spent"] == 0
 
 
-def test_budget_refills_from_successes_and_time() -> None:
-    """Deposits of successful calls and the per-second floor refill the bucket."""
-    budget = RetryBudget(ratio=0.5, min_per_second=1.0, max_tokens=2.0)
-    assert budget.try_spend(0.0)
-    assert budget.try_spend(0.0)
-    assert not budget.try_spend(0.0)
-    budget.deposit(0.0)
-    budget.deposit(0.0)
-    assert budget.try_spend(0.0)
-    assert not budget.try_spend(0.5)
-    assert budget.try_spend(1.0)
-    assert budget.snapshot()["spent"] == 4
+def test_a_failed_retry_keeps_its_token() -> None:
+    """A retry that failed on the wire spent its token."""
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=1.0)
+    clock.advance(5.0)
+    retry = Retry(budget=budget, max_attempts=2, jitter="none", initial_delay=0.1)
+    go(retry, response(503), clock=clock)
+    assert budget.snapshot()["spent"] == 1
+    assert budget.snapshot()["tokens"] == 0.0
 
 
 def test_budget_token_is_refunded_when_the_breaker_blocks_the_retry() -> None:
     """A retry stopped by an open breaker never hit the wire and costs no token."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
-    retry = Retry(budget=budget, max_attempts=3)
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=2.0)
+    clock.advance(5.0)
+    retry = Retry(budget=budget, max_attempts=3, jitter="none", initial_delay=0.1)
     _, _, exc = go(
         retry,
         response(503),
         CircuitOpenError("open", breaker="h", retry_after=1.0),
         response(503),
+        clock=clock,
     )
     assert isinstance(exc, ServerError)
     # The first retry's token came back (the breaker refused it); the retry after the
     # refusal is the breaker's to ration (refused again, or its probe) and takes none.
     assert budget.snapshot()["tokens"] == 2.0
+    assert budget.snapshot()["failures"] == 30 + 2  # the refusal is not evidence
+
+
+def test_an_interrupted_retry_gives_its_token_back() -> None:
+    """Ctrl-C while a retry is on the wire: the call ends, and the token is returned."""
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=1.0)
+    clock.advance(5.0)
+    retry = Retry(budget=budget, jitter="none", initial_delay=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        go(retry, response(503), KeyboardInterrupt(), clock=clock)
+    assert budget.snapshot()["tokens"] == 1.0
+    assert budget.snapshot()["spent"] == 0
+
+
+def test_fatal_answers_are_evidence_of_a_working_server() -> None:
+    """A 404 breaks a run of failures: the budget records the server as up."""
+    budget = RetryBudget()
+    for _ in range(60):
+        budget._record(0.0, failed=False)
+    go(Retry(budget=budget, max_attempts=1), response(503))
+    go(Retry(budget=budget, max_attempts=1), response(503))
+    go(Retry(budget=budget, max_attempts=1), response(404))
+    go(Retry(budget=budget, max_attempts=1), response(503))
+    assert budget.snapshot()["run"] == 1
+    assert not budget.failing
 
 
 def test_budget_is_shared_across_calls() -> None:
     """Every call through one Retry draws from the same bucket."""
-    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=2.0)
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=2.0)
+    clock.advance(5.0)
     retry = Retry(budget=budget, max_attempts=2, fail_fast_on_budget=True)
-    results = [go(retry, response(503))[2] for _ in range(3)]  # last attempts may empty it
+    results = [go(retry, response(503), clock=clock)[2] for _ in range(3)]
     assert [type(r).__name__ for r in results] == [
         "ServerError",
         "ServerError",

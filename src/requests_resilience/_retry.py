@@ -328,7 +328,7 @@ class Retry:
         attempt = 1
         step = 0  # waits so far: the backoff grows with each
         waited = 0.0
-        paid = False  # whether the current attempt took a budget token
+        cost: float | None = None  # what the current attempt's retry cost the budget
         previous_wait = float(self.initial_delay)  # type: ignore[arg-type]
         attempt_call = self._first_call(call, deadline, start)
         while True:
@@ -339,12 +339,16 @@ class Retry:
                 response = next(attempt_call)
             except requests.RequestException as exc:  # APIError is one
                 error = exc
+            except BaseException:
+                if cost is not None and budget is not None:
+                    budget._refund(cost)  # interrupted: the retry's token goes back
+                raise
             outcome = self.classify(response, error)
             if outcome is Outcome.SUCCESS:
                 if budget is not None:
-                    budget.deposit(clock.monotonic(), first_attempt=attempt == 1)
-                    if paid:
-                        budget.refund()  # a retry that worked is free
+                    budget._record(clock.monotonic(), failed=False)
+                    if cost is not None:
+                        budget._refund(cost)  # a retry that worked is free
                 if attempt == 1:
                     return response  # type: ignore[return-value] # the hot path: nothing to record
             record = Attempt(
@@ -355,10 +359,11 @@ class Retry:
             )
             if budget is not None and outcome is not Outcome.SUCCESS:
                 if isinstance(error, CircuitOpenError):
-                    if paid:
-                        budget.refund()  # the retry never reached the wire
-                elif attempt == 1 and outcome is not Outcome.FATAL:
-                    budget.first_attempt_failed()  # the server's health, for the budget
+                    if cost is not None:
+                        budget._refund(cost)  # the retry never reached the wire
+                elif response is not None or isinstance(error, APIConnectionError):
+                    # The server's health, for the budget: a 4xx says it is up.
+                    budget._record(clock.monotonic(), failed=outcome is not Outcome.FATAL)
 
             # Decide whether to try again, and after how long.
             stop: str | None = None
@@ -406,14 +411,12 @@ class Retry:
                 if blocked and waited + wait > self._patience():
                     stop = "retry budget empty"  # waited for a token as long as the schedule
                     break
-                if (
-                    budgeted is not None
-                    and self.fail_fast_on_budget
-                    and not budgeted.try_spend(now)
-                ):
-                    blocked = True
-                    stop = "retry budget empty"
-                    break
+                if budgeted is not None and self.fail_fast_on_budget:
+                    cost = budgeted._spend(now)
+                    if cost is None:
+                        blocked = True
+                        stop = "retry budget empty"
+                        break
                 reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
                 record = _with_wait(record, record.wait + wait, reason)
                 self._report(
@@ -429,11 +432,13 @@ class Retry:
                     _discard(response)  # its connection goes back to the pool before we wait
                 clock.sleep(wait)
                 waited += wait
-                if (
-                    budgeted is None
-                    or self.fail_fast_on_budget
-                    or budgeted.try_spend(clock.monotonic())
-                ):
+                if budgeted is None:
+                    cost = None
+                    break
+                if self.fail_fast_on_budget:
+                    break  # its token was taken before the wait
+                cost = budgeted._spend(clock.monotonic())
+                if cost is not None:
                     break
                 blocked = True  # no token: keep our patience and wait for the next step
                 server_wait = None
@@ -444,7 +449,6 @@ class Retry:
 
             history.append(record)
             attempt += 1
-            paid = budgeted is not None
             if (
                 rewindable is True
                 and request.body is not None

@@ -5,6 +5,8 @@ Reads ``benchmarks/results/*.json`` (written by ``python -m benchmarks``) and wr
 - ``docs/assets/benchmarks.png``: the overhead over bare ``requests``, the requests per
   logical call and the failed share during an outage next to the other retry libraries,
   and the breaker's 16-thread scaling against pybreaker;
+- ``docs/assets/retry-sweep.png``: success rate and requests per call against the
+  probability of a failure, one curve per retry client;
 - ``docs/assets/benchmark-tables.md``: the figures as tables, with the machine and the
   date of each run and whether each target was met. ``docs/benchmarks.md`` includes it.
 
@@ -25,6 +27,7 @@ DOCS_ASSETS = Path(__file__).parent.parent / "docs" / "assets"
 # The order of the retry clients in the plot and the tables: ours first, then anchors.
 RETRY_CLIENTS = (
     "requests-resilience",
+    "requests-resilience, no budget",
     "requests-resilience + breaker",
     "urllib3 Retry",
     "tenacity",
@@ -137,17 +140,16 @@ def tables_markdown(results: dict[str, dict[str, Any]]) -> str:
         ]
         rows = []
         for name, c in retry_clients(retry):
-            outage, flaky = c.get("outage", {}), c.get("flaky", {})
-            honoured = c.get("retry_after", {})
-            compliant = sum(1 for r in honoured.values() if r.get("compliant"))
+            outage = c.get("outage", {})
+            pressed = c.get("retry_after_under_pressure")
             rows.append(
                 [
                     f"**{name}**" if name.startswith("requests-resilience") else name,
                     f"{outage.get('requests_per_call', float('nan')):.2f}",
                     _pct(outage.get("failed_share")),
-                    f"{flaky.get('requests_per_call', float('nan')):.2f}",
-                    _pct(flaky.get("failed_share")),
-                    f"{compliant} of {len(honoured)}",
+                    str(outage.get("calls_during_outage", "?")),
+                    _honoured(c.get("retry_after", {})),
+                    _honoured(pressed) if pressed else "no budget",
                 ]
             )
         out += _table(
@@ -155,13 +157,14 @@ def tables_markdown(results: dict[str, dict[str, Any]]) -> str:
                 "client",
                 "requests per call (outage)",
                 "failed (outage)",
-                "requests per call (flaky)",
-                "failed (flaky)",
-                "Retry-After forms honoured",
+                "calls (outage)",
+                "Retry-After honoured",
+                "... with the budget failing",
             ],
             rows,
         )
         out.append("")
+        out += sweep_markdown(retry)
 
     out.append("### Circuit breaker: 16 threads, and an outage")
     out.append("")
@@ -235,6 +238,90 @@ def tables_markdown(results: dict[str, dict[str, Any]]) -> str:
         )
         out.append("")
     return "\n".join(out)
+
+
+def _honoured(forms: dict[str, Any]) -> str:
+    """``compliant of runs`` over every Retry-After form."""
+    runs = sum(int(f.get("runs", 1)) for f in forms.values())
+    compliant = sum(int(f.get("compliant", 0)) for f in forms.values())
+    return f"{compliant} of {runs}"
+
+
+def sweeps(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The clients that ran the failure-rate sweep, in display order, with their points."""
+    return [(n, c["sweep"]) for n, c in retry_clients(data) if c.get("sweep")]
+
+
+def sweep_markdown(retry: dict[str, Any]) -> list[str]:
+    """The failure-rate sweep as a table: success rate and requests per call at each p."""
+    runs = sweeps(retry)
+    if not runs:
+        return ["No failure-rate sweep in `retry.json` yet: run `./dev bench retry`.", ""]
+    settings = retry.get("settings", {})
+    points = runs[0][1]
+    out = [
+        "### Independent random failures, from 0 to 100 %",
+        "",
+        f"{points[0].get('calls', '?')} logical calls per point from 4 threads; each request"
+        " fails (503) with probability p, the same drawn sequence for every client;"
+        f" {settings.get('attempts', '?')} attempts, backoff from"
+        f" {settings.get('sweep_initial', '?')} s capped at {settings.get('sweep_cap', '?')} s."
+        " Each cell: calls that succeeded / requests per logical call.",
+        "",
+    ]
+    rows = []
+    for i, point in enumerate(points):
+        row = [f"{point['p'] * 100:.0f} %"]
+        for _, series in runs:
+            q = series[i]
+            lost = q.get("lost_to_budget")
+            note = f" ({lost} to the budget)" if lost else ""
+            row.append(f"{q['success_rate'] * 100:.1f} % / {q['requests_per_call']:.2f}{note}")
+        rows.append(row)
+    out += _table(["p", *(f"**{n}**" if n.startswith("requests") else n for n, _ in runs)], rows)
+    out.append("")
+    return out
+
+
+def plot_sweep(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Success rate and requests per call against the failure probability, one curve each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ok, ax_sent) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    retry = results.get("retry")
+    runs = sweeps(retry) if retry is not None else []
+    styles = ["--", ":", "-."]
+    for n, (name, series) in enumerate(runs):
+        ps = [q["p"] * 100 for q in series]
+        ours = name.startswith("requests-resilience")
+        style = {
+            "color": OURS if ours else None,
+            "linestyle": "-" if ours else styles[n % len(styles)],
+            "linewidth": 2.5 if ours else 1.5,
+            "marker": "o" if ours else ".",
+            "label": name,
+        }
+        ax_ok.plot(ps, [q["success_rate"] * 100 for q in series], **style)
+        ax_sent.plot(ps, [q["requests_per_call"] for q in series], **style)
+    ax_ok.set_title("Calls that succeeded (higher: better)")
+    ax_ok.set_xlabel("probability that a request fails (%)")
+    ax_ok.set_ylabel("calls that succeeded (%)")
+    ax_sent.set_title("Requests per logical call (load on the server)")
+    ax_sent.set_xlabel("probability that a request fails (%)")
+    ax_sent.set_ylabel("requests per call")
+    for ax in (ax_ok, ax_sent):
+        ax.axvline(50, color="#d32f2f", linewidth=1, linestyle="dotted")
+        ax.grid(alpha=0.3)
+        if runs:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no sweep in retry.json", ha="center", transform=ax.transAxes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
@@ -332,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     png = args.out / "benchmarks.png"
     tables = args.out / "benchmark-tables.md"
     plot(results, png)
+    plot_sweep(results, args.out / "retry-sweep.png")
     tables.write_text(tables_markdown(results) + "\n")
-    print(f"wrote {png} and {tables} from {len(results)} results file(s)")
+    print(f"wrote {png}, retry-sweep.png and {tables} from {len(results)} results file(s)")
     return 0
 
 

@@ -330,7 +330,7 @@ def test_a_caller_whose_rate_dropped_while_it_slept_queues_again() -> None:
     def learn_a_lower_limit() -> None:
         h.send(response(200, headers={"X-RateLimit-Limit": "2", "X-RateLimit-Remaining": "1"}))
 
-    bucket = h.limit._cells[KEY].bucket
+    bucket = h.limit._cells.get(KEY).bucket
     reservations: list[float] = []
     reserve = bucket.reserve
 

@@ -31,8 +31,10 @@ keep their clocks in sync (NTP), as for the breaker.
 
 A pause the server asked for (``Retry-After``, ``X-RateLimit-Reset``) is bounded by
 ``params.max_pause`` twice: when it is learnt, and whenever a bucket is read or
-reserved from, so that a pause written to Redis by a process with a larger bound (or a
-bug, or a hand) holds this process back for at most its own bound. A reservation whose
+reserved from. The bucket keeps when the pause was learnt (``paused_at``) next to when
+it ends, so a reader bounds it to ``paused_at + max_pause``: a pause written to Redis
+by a process with a larger bound (or a bug, or a hand) holds this process back for at
+most its own bound, once, not a fresh bound at every look. A reservation whose
 caller gives up before its slot (an interrupt during the wait) is handed back with
 ``release()``, so the next caller does not wait for a slot that nobody uses.
 
@@ -185,6 +187,7 @@ class MemoryBucket:
         self._lock = threading.Lock()
         self._tat: float | None = None
         self._paused_until = 0.0
+        self._paused_at = 0.0
         self._ceiling: float | None = None
         self._w_max: float | None = None
         self._throttled_at: float | None = None
@@ -207,7 +210,7 @@ class MemoryBucket:
             rate, _ = self._rate(now, params)
             interval = 1.0 / rate
             tat = now if self._tat is None else self._tat
-            paused_until = min(self._paused_until, now + params.max_pause)
+            paused_until = min(self._paused_until, self._paused_at + params.max_pause)
             slot = max(now, tat - (params.burst - 1) * interval, paused_until)
             wait = slot - now
             if wait > max_wait:
@@ -241,7 +244,9 @@ class MemoryBucket:
                 self._ceiling = ceiling
             if pause_until is not None:
                 pause_until = min(pause_until, now + params.max_pause)
-                self._paused_until = max(self._paused_until, pause_until)
+                if pause_until > self._paused_until:
+                    self._paused_until = pause_until
+                    self._paused_at = now
             rate, _ = self._rate(now, params)
             last = self._throttled_at
             if throttled and (last is None or (sent_at >= last and now - last >= params.cooldown)):
@@ -259,9 +264,16 @@ class MemoryBucket:
                 rate=rate,
                 target=target,
                 tokens=tokens,
-                paused_for=min(params.max_pause, max(0.0, self._paused_until - now)),
+                paused_for=_paused_for(now, self._paused_until, self._paused_at, params.max_pause),
                 throttled_at=self._throttled_at,
             )
+
+
+def _paused_for(now: float, until: float, since: float | None, max_pause: float) -> float:
+    """Seconds of pause left, the pause bounded to `max_pause` from when it was learnt."""
+    if since is not None:
+        until = min(until, since + max_pause)
+    return min(max_pause, max(0.0, until - now))
 
 
 def _tokens(now: float, tat: float | None, rate: float, burst: int) -> float:
@@ -273,7 +285,7 @@ def _tokens(now: float, tat: float | None, rate: float, burst: int) -> float:
 # -- redis ----------------------------------------------------------------------------
 
 # The CUBIC rate, shared by the scripts (see cubic_rate).
-# Hash fields: tat, paused_until, ceiling, w_max, throttled_at.
+# Hash fields: tat, paused_until, paused_at, ceiling, w_max, throttled_at.
 _RATE = """
 local function num(x) return string.format('%.17g', x) end
 local function field(name)
@@ -301,7 +313,8 @@ local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(AR
   tonumber(ARGV[6]))
 local interval = 1 / rate
 local tat = field('tat') or now
-local paused_until = math.min(field('paused_until') or 0, now + tonumber(ARGV[9]))
+local paused_until = math.min(field('paused_until') or 0,
+  (field('paused_at') or now) + tonumber(ARGV[9]))
 local slot = math.max(now, tat - (tonumber(ARGV[3]) - 1) * interval, paused_until)
 local wait = slot - now
 if wait > tonumber(ARGV[7]) then return {0, num(wait), num(rate)} end
@@ -323,7 +336,7 @@ if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'ceiling', ARGV[9]) end
 if ARGV[8] ~= '' then
   local pause = math.min(tonumber(ARGV[8]), now + tonumber(ARGV[12]))
   if pause > (field('paused_until') or 0) then
-    redis.call('HSET', KEYS[1], 'paused_until', ARGV[8])
+    redis.call('HSET', KEYS[1], 'paused_until', num(pause), 'paused_at', ARGV[1])
   end
 end
 local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -452,7 +465,9 @@ class RedisBucket:
             rate=rate,
             target=target,
             tokens=_tokens(now, fields.get("tat"), rate, params.burst),
-            paused_for=min(params.max_pause, max(0.0, fields.get("paused_until", 0.0) - now)),
+            paused_for=_paused_for(
+                now, fields.get("paused_until", 0.0), fields.get("paused_at"), params.max_pause
+            ),
             throttled_at=fields.get("throttled_at"),
         )
 

@@ -130,8 +130,8 @@ def test_every_redis_key_of_a_tripped_breaker_and_a_bucket_expires(
     call = Call(request=prepared("GET", "https://api.example.com/x"), clock=clock)
     breaker.send(call, lambda c: limit.send(c, fail))
     assert breaker.status("https://api.example.com:443").state == "open"
-    client = redis.Redis.from_url(redis_url)
-    ttls = {key.decode(): client.pttl(key) for key in client.keys("*")}
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ttls: dict[str, int] = {str(key): client.pttl(key) for key in client.keys("*")}
     client.close()
     names = sorted(
         key.split(":pybreaker:")[1] if ":pybreaker:" in key else "bucket" for key in ttls

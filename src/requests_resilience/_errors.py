@@ -63,6 +63,7 @@ import requests
 import requests.structures
 import urllib3.exceptions
 
+from requests_resilience._bodies import read_bounded
 from requests_resilience._secrets import REDACTED, known_secrets, redact_known
 
 if TYPE_CHECKING:
@@ -655,8 +656,8 @@ def _scrubbed_response(response: Response) -> Response:
             for name, value in response.headers.items()
         }
     )
-    content: object = getattr(response, "_content", False)
-    copy._content = known.redact_bytes(content) if isinstance(content, bytes) else b""
+    content = read_bounded(response)  # as requests' own pickling reads it, but capped
+    copy._content = known.redact_bytes(content)
     copy._content_consumed = True  # type: ignore[attr-defined] # requests' own flag
     if response.request is not None:
         copy.request = without_credentials(response.request, url=True)

@@ -314,6 +314,11 @@ class CircuitBreaker(Rebuilt):
     trip per step). If Redis fails, calls go on with each process's own state in
     memory; this is logged once, and Redis is tried again every few seconds.
 
+    The wait an open breaker announces (``CircuitOpenError.retry_after``) is never more
+    than `break_duration`, even when the shared state in Redis says the break lasts
+    longer (written by a process with a longer one): `break_duration` is this
+    process's bound on that hint.
+
     Args:
         failure_ratio: the share of failed calls in the window that opens the breaker;
             more than 0.0, at most 1.0 (default 0.5).
@@ -345,11 +350,6 @@ class CircuitBreaker(Rebuilt):
             is still there).
         namespace: the prefix of the Redis keys.
         name: the policy's name in descriptions, logs and Redis keys.
-
-    The wait an open breaker announces (``CircuitOpenError.retry_after``) is never more
-    than `break_duration`, even when the shared state in Redis says the break lasts
-    longer (written by a process with a longer one): `break_duration` is this
-    process's bound on that hint.
 
     Raises:
         ConfigurationError: an option is out of range or of the wrong type (the

@@ -18,7 +18,8 @@ from requests_resilience import (
     Pipeline,
     StatusErrors,
 )
-from tests.helpers import ScriptedTransport, response, run
+from requests_resilience.vinci import mount as vinci_mount
+from tests.helpers import ScriptedTransport, prepared, response, run
 
 KEY = "sk-authtest-5f1e2d3c4b5a69788796"
 
@@ -113,3 +114,77 @@ def test_key_not_in_logs_or_exceptions() -> None:
     rendered = f"{info.value!s} {info.value!r} {info.value.args} {logs!r}"
     assert KEY not in rendered
     assert all(KEY[i : i + 8] not in rendered for i in range(len(KEY) - 7))
+
+
+# -- the origin the key is bound to -------------------------------------------------------
+
+
+def _sent(auth: APIKeyAuth, *urls: str, headers: dict[str, str] | None = None) -> list[str | None]:
+    """The Authorization header of each request to `urls`, in order, through `auth`."""
+    found: list[str | None] = []
+    pipeline = Pipeline(auth)
+    for url in urls:
+        transport = ScriptedTransport(response(200))
+        run(pipeline, transport, request=prepared("GET", url, headers=headers))
+        found.append(transport.calls[0].request.headers.get("Authorization"))
+    return found
+
+
+def test_the_first_request_binds_the_origin() -> None:
+    """Unbound: the first origin gets the key, later requests to another origin do not."""
+    auth = APIKeyAuth(KEY)
+    assert auth.origin is None
+    sent = _sent(
+        auth,
+        "https://api.example.com/v1/a",
+        "https://other.example.com/",
+        "https://api.example.com:443/b",
+    )
+    assert sent == [f"Bearer {KEY}", None, f"Bearer {KEY}"]
+    assert auth.origin == "https://api.example.com:443"
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://api.example.com/v1/jobs", True),
+        ("https://API.EXAMPLE.COM:443/v1/jobs", True),
+        ("https://user@api.example.com/x", True),
+        ("http://api.example.com/v1/jobs", False),  # another scheme
+        ("https://api.example.com:8443/v1/jobs", False),  # another port
+        ("https://api.example.com.evil.test/v1", False),  # a prefix of the host is not it
+        ("https://evil.test/api.example.com/", False),
+    ],
+)
+def test_an_explicit_origin_is_scheme_host_and_port(url: str, sent: bool) -> None:
+    """origin= compares scheme, host and port (default ports filled in), nothing else."""
+    auth = APIKeyAuth(KEY, origin="https://api.example.com/v1")
+    assert _sent(auth, url) == [f"Bearer {KEY}" if sent else None]
+
+
+def test_the_policy_takes_its_own_header_off_a_request_to_another_origin() -> None:
+    """A request elsewhere that still carries this policy's value loses it; others stay."""
+    auth = APIKeyAuth(KEY, origin="https://api.example.com")
+    assert _sent(auth, "https://b.example.com/", headers={"Authorization": f"Bearer {KEY}"}) == [
+        None
+    ]
+    assert _sent(
+        auth, "https://b.example.com/", headers={"Authorization": "Basic b3duOmtleQ=="}
+    ) == ["Basic b3duOmtleQ=="]
+
+
+def test_the_vinci_preset_binds_the_key_to_its_base_url() -> None:
+    """vinci.mount passes its base URL as the origin."""
+    with requests.Session() as session:
+        vinci_mount(session, api_key=KEY, base_url="https://vinci.example.com/api/v1")
+        adapter = session.get_adapter("https://vinci.example.com/api/v1/")
+        (auth,) = [p for p in adapter.pipeline.policies if isinstance(p, APIKeyAuth)]  # type: ignore[attr-defined]
+    assert auth.origin == "https://vinci.example.com:443"
+
+
+@pytest.mark.parametrize("key", [b"sk-bytes-0123456789", 12345, "sk-clé-0123456789", "sk-a\tb"])
+def test_a_key_that_cannot_be_a_header_value_is_refused(key: object) -> None:
+    """bytes, non-str, non-ASCII or non-printable keys fail when built, naming api_key."""
+    with pytest.raises(ConfigurationError, match="api_key") as caught:
+        APIKeyAuth(key)  # type: ignore[arg-type]
+    assert "0123456789" not in str(caught.value)

@@ -840,3 +840,17 @@ def test_custom_policy_inside_sees_each_attempt() -> None:
     with pytest.raises(CircuitOpenError):
         run(pipeline, ScriptedTransport(ok))
     assert seen == [1, 1]
+
+
+def test_keys_beyond_max_keys_drop_the_least_recently_used() -> None:
+    """max_keys=10: 25 endpoints keep at most 10 breakers, the most recent among them."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(key=breaker_key_by_endpoint, max_keys=10)
+    pipeline = Pipeline(breaker, clock=clock)
+    for i in range(25):
+        run(pipeline, ScriptedTransport(response(200)), request=prepared(url=f"https://h/{i}"))
+    keys = list(breaker.snapshot())
+    assert len(keys) <= 10
+    assert "https://h:443/24" in keys
+    assert "https://h:443/0" not in keys
+    assert breaker.max_keys == 10

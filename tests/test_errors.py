@@ -131,3 +131,82 @@ def test_connection_refused_on_a_real_socket() -> None:
             session.get(f"http://127.0.0.1:{port}/x", timeout=2)
     assert info.value.request_sent is False
     assert isinstance(info.value.__cause__, requests.ConnectionError)
+
+
+# -- no credential on an exception ---------------------------------------------------------
+
+SECRET = "sk-errtest-Hq7Vn2Lm9Xc4Bz6Kd1"
+
+
+def test_a_message_is_cleared_of_every_known_secret() -> None:
+    """A message built anywhere (a reason phrase, a URL) loses the secrets of live redactors."""
+    redactor = Redactor([SECRET])
+    error = rr.AuthenticationError(f"401 Bad key {SECRET} from GET https://h/k/{SECRET}")
+    assert str(error) == "401 Bad key [REDACTED] from GET https://h/k/[REDACTED]"
+    assert error.args == (str(error),)
+    assert redactor  # the redactor (its pipeline) is alive while the error is built
+
+
+def test_the_request_kept_has_its_credentials_redacted() -> None:
+    """exc.request and exc.response.request: credential headers read [REDACTED].
+
+    The attempt's own request (the live object) is not changed.
+    """
+    live = prepared(
+        headers={"Authorization": f"Bearer {SECRET}", "X-Api-Key": "k", "Accept": "json"}
+    )
+    answer = requests.Response()
+    answer.status_code = 500
+    answer.request = live
+    error = rr.ServerError("500", status_code=500, response=answer)
+    assert error.request is not None
+    assert dict(error.request.headers) == {
+        "Authorization": "[REDACTED]",
+        "X-Api-Key": "[REDACTED]",
+        "Accept": "json",
+    }
+    assert error.response is not None
+    assert error.response.request is not None
+    assert error.response.request.headers["Authorization"] == "[REDACTED]"
+    assert live.headers["Authorization"] == f"Bearer {SECRET}"  # the attempt's own copy
+
+
+def test_a_request_without_credentials_is_kept_as_it_is() -> None:
+    """No credential, no copy: the exception keeps the very request."""
+    request = prepared(headers={"Accept": "json"})
+    assert rr.APIConnectionError("refused", request=request).request is request
+
+
+def test_a_pickled_error_is_scrubbed_of_known_secrets() -> None:
+    """The pickled state: reason, URL, headers, body and the request's URL have no secret."""
+    redactor = Redactor([SECRET])
+    answer = requests.Response()
+    answer.status_code = 500
+    answer.reason = f"Oops {SECRET}"
+    answer.url = f"https://h/k/{SECRET}"
+    answer.headers["X-Echo"] = SECRET
+    answer._content = f"echo {SECRET}".encode()
+    answer.request = prepared(url=f"https://h/k/{SECRET}")
+    error = rr.ServerError("500", status_code=500, response=answer)
+    data = pickle.dumps(error)
+    assert SECRET.encode() not in data
+    copy = pickle.loads(data)
+    assert (copy.response.reason, copy.response.url) == (
+        "Oops [REDACTED]",
+        "https://h/k/[REDACTED]",
+    )
+    assert copy.response.content == b"echo [REDACTED]"
+    assert copy.request.url == "https://h/k/[REDACTED]"
+    assert redactor
+
+
+def test_a_transport_error_naming_a_secret_url_is_redacted_along_its_chain() -> None:
+    """urllib3's text names the redirected URL: args and causes lose the secret."""
+    redactor = Redactor([SECRET])
+    inner = urllib3.exceptions.MaxRetryError(None, f"/k/{SECRET}/x")  # type: ignore[arg-type]
+    outer = requests.ConnectionError(inner)
+    outer.__cause__ = inner
+    error = translate_transport_error(outer, prepared(url=f"https://h/k/{SECRET}/x"), redactor)
+    assert error is not None
+    texts = [str(error), repr(error), repr(error.args), repr(outer.args), str(inner)]
+    assert [SECRET in text for text in texts] == [False] * 5

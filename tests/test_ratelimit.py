@@ -330,7 +330,7 @@ def test_a_caller_whose_rate_dropped_while_it_slept_queues_again() -> None:
     def learn_a_lower_limit() -> None:
         h.send(response(200, headers={"X-RateLimit-Limit": "2", "X-RateLimit-Remaining": "1"}))
 
-    bucket = h.limit._cells[KEY].bucket
+    bucket = h.limit._cells.get(KEY).bucket
     reservations: list[float] = []
     reserve = bucket.reserve
 
@@ -573,3 +573,69 @@ def test_the_status_reports_the_rate_per_minute_and_the_totals() -> None:
     assert (status.sent, status.waited, status.refused, status.throttled) == (3, 1, 0, 0)
     assert status.tokens == pytest.approx(0.0, abs=1e-9)
     assert not status.shared
+
+
+# -- server hints bounded, state bounded, interrupts unwound --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "pause"),
+    [
+        ({"Retry-After": "99999999"}, 60.0),
+        ({"Retry-After": "30"}, 30.0),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(1.8e9))}, 1.0),
+    ],
+)
+def test_a_pause_from_a_429_is_bounded_by_max_pause(headers: dict[str, str], pause: float) -> None:
+    """Retry-After is cut to max_pause (60 s); a Reset far away to the period (1 s) as before."""
+    h = Harness(rate=10)
+    h.send(response(429, headers=headers))
+    assert h.limit.status(KEY).paused_for == pytest.approx(pause)
+    assert h.limit.max_pause == 60.0
+
+
+def test_max_pause_zero_ignores_pauses() -> None:
+    """max_pause=0: Retry-After never holds the bucket; the next slot is one interval away."""
+    h = Harness(rate=10, max_pause=0)
+    h.send(response(429, headers={"Retry-After": "5"}))
+    assert h.limit.status(KEY).paused_for == 0.0
+    h.send()
+    assert h.clock.sleeps == [pytest.approx(h.interval)]
+
+
+def test_an_interrupted_wait_releases_its_slot() -> None:
+    """KeyboardInterrupt in the wait: the next call waits one interval, as if it never asked."""
+
+    class Interrupting(FakeClock):
+        armed = False
+
+        def sleep(self, seconds: float) -> None:
+            if self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            super().sleep(seconds)
+
+    clock = Interrupting()
+    h = Harness(clock=clock, rate=10)
+    h.send()
+    clock.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        h.send()
+    h.send()
+    assert clock.sleeps == [pytest.approx(h.interval)]
+    assert len(h.transport.calls) == 2
+
+
+def test_keys_beyond_max_keys_drop_the_least_recently_used() -> None:
+    """max_keys=10: 25 keys keep at most 10 buckets, the one in use among them."""
+    clock = FakeClock()
+    limit = RateLimit(100, key=lambda call: call.request.headers["X-Key"], max_keys=10)
+    pipeline = Pipeline(limit, clock=clock)
+    for i in range(25):
+        run(pipeline, ok, request=prepared(headers={"X-Key": f"k{i}"}), clock=clock)
+        run(pipeline, ok, request=prepared(headers={"X-Key": "hot"}), clock=clock)
+    keys = list(limit.snapshot())
+    assert len(keys) <= 10
+    assert "hot" in keys
+    assert "k24" in keys
+    assert "k0" not in keys

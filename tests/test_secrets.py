@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from requests_resilience._secrets import Redactor
+from requests_resilience._secrets import Redactor, redact_known
 
 KEY = "sk-live-0123456789abcdefXYZ"
 
@@ -38,3 +40,30 @@ def test_no_8_char_piece_survives(prefix: str, suffix: str, start: int, length: 
     leftover = [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8] in out]
     # only pieces the random prefix/suffix themselves contain may remain
     assert all(p in prefix or p in suffix for p in leftover)
+
+
+LONG = "sk-registry-Wd3Fg8Hj2Kl5Zx7Cv"
+
+
+def test_redact_known_uses_every_live_redactor() -> None:
+    """A live redactor's secrets are removed by redact_known; a dropped one's are not."""
+    redactor = Redactor([LONG])
+    assert redact_known(f"url /k/{LONG}/x") == "url /k/[REDACTED]/x"
+    del redactor
+    gc.collect()
+    assert redact_known(f"url /k/{LONG}/x") == f"url /k/{LONG}/x"
+
+
+def test_short_secrets_stay_with_their_own_redactor() -> None:
+    """A secret under 8 characters is not removed from the rest of the process's text."""
+    redactor = Redactor(["abc"])
+    assert redactor.redact("xabcx") == "x[REDACTED]x"
+    assert redact_known("xabcx") == "xabcx"
+
+
+def test_redact_bytes_removes_secrets_from_a_body() -> None:
+    """A body echoing the key (or a piece of it) loses it."""
+    redactor = Redactor([LONG])
+    assert redactor.redact_bytes(f"got {LONG} and {LONG[:10]}".encode()) == (
+        b"got [REDACTED] and [REDACTED]" + LONG[8:10].encode()
+    )

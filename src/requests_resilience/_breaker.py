@@ -44,6 +44,7 @@ from requests_resilience._breaker_storage import (
     Rules,
     Transition,
 )
+from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
 from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import (
@@ -55,7 +56,7 @@ from requests_resilience._errors import (
     refused_locally,
 )
 from requests_resilience._events import BreakerStateChange
-from requests_resilience._redis import connect
+from requests_resilience._redis import REDIS_TIMEOUT, connect
 from requests_resilience._telemetry import breaker_state_changed
 
 if TYPE_CHECKING:
@@ -252,9 +253,10 @@ class BreakerStatus:
 class _Cell:
     """One key's storage, and what this process did with it (under a short lock)."""
 
-    __slots__ = ("clock", "failed", "lock", "opened", "rejected", "sent", "storage")
+    __slots__ = ("clock", "failed", "lock", "opened", "rejected", "sent", "storage", "used")
 
     def __init__(self, storage: BreakerStorage) -> None:
+        self.used = 0  # recency, stamped by `Cells`
         self.storage = storage
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
@@ -312,6 +314,11 @@ class CircuitBreaker(Rebuilt):
     trip per step). If Redis fails, calls go on with each process's own state in
     memory; this is logged once, and Redis is tried again every few seconds.
 
+    The wait an open breaker announces (``CircuitOpenError.retry_after``) is never more
+    than `break_duration`, even when the shared state in Redis says the break lasts
+    longer (written by a process with a longer one): `break_duration` is this
+    process's bound on that hint.
+
     Args:
         failure_ratio: the share of failed calls in the window that opens the breaker;
             more than 0.0, at most 1.0 (default 0.5).
@@ -332,12 +339,22 @@ class CircuitBreaker(Rebuilt):
         redis_url: share the state through this Redis (``redis://``, ``rediss://`` or
             ``unix://``); needs the ``redis`` extra.
         redis_client: or share it through this `redis.Redis` client.
+        redis_timeout: seconds to connect to Redis and for each command, for the client
+            made from `redis_url`; 0.001 to 60 (default 0.5). A frozen Redis costs a
+            call at most this, once, before the policy falls back to local state for a
+            few seconds. Every Redis key of a breaker expires when idle (four times the
+            longer of `window` and `break_duration`, at least a minute).
+        max_keys: the most keys whose state is kept in memory; 1 to 10,000,000
+            (default 10,000). A new key beyond it drops the least recently used tenth
+            (a dropped key that comes back starts closed; with Redis, its shared state
+            is still there).
         namespace: the prefix of the Redis keys.
         name: the policy's name in descriptions, logs and Redis keys.
 
     Raises:
-        ConfigurationError: an option is out of range (the message names it and its
-            range), or both `redis_url` and `redis_client` are given.
+        ConfigurationError: an option is out of range or of the wrong type (the
+            message names it and its range), or both `redis_url` and `redis_client`
+            are given.
         ImportError: Redis is asked for but the ``redis`` package is not installed.
 
     Example:
@@ -348,7 +365,7 @@ class CircuitBreaker(Rebuilt):
         'closed'
     """
 
-    __slots__ = ("_cells", "_cells_lock", "_link", "_name", "_secrets", "_settings")
+    __slots__ = ("_cells", "_link", "_name", "_secrets", "_settings")
 
     def __init__(
         self,
@@ -363,6 +380,8 @@ class CircuitBreaker(Rebuilt):
         listeners: BreakerListener | Iterable[BreakerListener] = (),
         redis_url: str | None = None,
         redis_client: Redis | None = None,
+        redis_timeout: float | timedelta = REDIS_TIMEOUT,
+        max_keys: int = DEFAULT_MAX_KEYS,
         namespace: str = "requests_resilience:breaker",
         name: str = "circuit_breaker",
     ) -> None:
@@ -380,13 +399,19 @@ class CircuitBreaker(Rebuilt):
         window_s = _seconds("window", window, 0.001, _DAY)
         break_s = _seconds("break_duration", break_duration, 0.001, _DAY)
         half_open_probes = _int("half_open_probes", half_open_probes, 1, 1000)
+        timeout_s = _seconds("redis_timeout", redis_timeout, 0.001, 60.0)
+        max_keys = _int("max_keys", max_keys, 1, 10_000_000)
         if not callable(key):
             msg = "CircuitBreaker key must be a function Call -> str"
             raise ConfigurationError(msg)
         if not callable(is_failure):
             msg = "CircuitBreaker is_failure must be a function (response or exception) -> bool"
             raise ConfigurationError(msg)
-        hooks = (listeners,) if callable(listeners) else tuple(listeners)
+        hooks: tuple[Any, ...]
+        try:
+            hooks = (listeners,) if callable(listeners) else tuple(listeners)
+        except TypeError:
+            hooks = (listeners,)  # not iterable: refused below
         if not all(callable(h) for h in hooks):
             msg = (
                 "CircuitBreaker listeners must be a function, or functions, taking a "
@@ -404,6 +429,7 @@ class CircuitBreaker(Rebuilt):
             name=name,
             event="circuit_breaker",
             fallback="local memory state, per process",
+            timeout=timeout_s,
         )
 
         self._settings = _Settings(
@@ -425,8 +451,7 @@ class CircuitBreaker(Rebuilt):
         self._name = name
         self._secrets = secrets
         self._link = link
-        self._cells: dict[str, _Cell] = {}
-        self._cells_lock = threading.Lock()
+        self._cells: Cells[_Cell] = Cells(max_keys, self._new_cell)
 
     # -- settings ------------------------------------------------------------------
 
@@ -466,6 +491,11 @@ class CircuitBreaker(Rebuilt):
         return self._settings.rules.half_open_probes
 
     @property
+    def max_keys(self) -> int:
+        """The most keys whose state is kept in memory."""
+        return self._cells.max_keys
+
+    @property
     def shared(self) -> bool:
         """Whether the state is shared between processes through Redis."""
         return self._link is not None
@@ -477,7 +507,7 @@ class CircuitBreaker(Rebuilt):
         settings = self._settings
         rules = settings.rules
         key = settings.key(call)
-        cell = self._cells.get(key) or self._cell(key)
+        cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
         storage = cell.storage
@@ -528,18 +558,14 @@ class CircuitBreaker(Rebuilt):
         if transition is not None:
             self._announce(key, transition)
 
-    def _cell(self, key: str) -> _Cell:
-        with self._cells_lock:
-            cell = self._cells.get(key)
-            if cell is None:
-                storage: BreakerStorage
-                if self._link is not None:
-                    namespace = f"{self._settings.namespace}:{self._name}:{{{key}}}"
-                    storage = FailoverStorage(self._link, namespace, _BUCKETS)
-                else:
-                    storage = MemoryBreakerStorage(_BUCKETS)
-                cell = self._cells[key] = _Cell(storage)
-            return cell
+    def _new_cell(self, key: str) -> _Cell:
+        storage: BreakerStorage
+        if self._link is not None:
+            namespace = f"{self._settings.namespace}:{self._name}:{{{key}}}"
+            storage = FailoverStorage(self._link, namespace, _BUCKETS, self._settings.rules.ttl_ms)
+        else:
+            storage = MemoryBreakerStorage(_BUCKETS)
+        return _Cell(storage)
 
     def _open_error(self, key: str, admission: Admission, call: Call) -> CircuitOpenError:
         request = call.request
@@ -595,7 +621,7 @@ class CircuitBreaker(Rebuilt):
 
         Time is read from the clock of the last call through that key.
         """
-        cell = self._cells.get(key) or self._cell(key)
+        cell = self._cells.get(key)
         clock = cell.clock
         storage = cell.storage
         stored = storage.read(_now(clock, storage.shared), self._settings.rules)
@@ -617,7 +643,7 @@ class CircuitBreaker(Rebuilt):
 
     def snapshot(self) -> Mapping[str, BreakerStatus]:
         """The status of every key this policy has seen, by key (a read-only mapping)."""
-        keys = sorted(self._cells)
+        keys = self._cells.keys()
         return MappingProxyType({key: self.status(key) for key in keys})
 
     def __repr__(self) -> str:

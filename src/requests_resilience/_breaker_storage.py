@@ -25,6 +25,12 @@ The window is a ring of ``rules.buckets`` time buckets: an outcome leaves it a b
 (a tenth of the window by default) at a time. In Redis the buckets are fields of one
 hash per breaker, summed and pruned by the same script that counts the outcome.
 
+Every Redis key of a breaker expires when idle (`Rules.ttl_ms`: four times the longer
+of the window and the break, at least a minute), refreshed by each step that writes
+it; a key that expired reads as a closed breaker with an empty window, which is what
+an idle breaker is. The wait that an open state in Redis announces is cut to this
+process's ``break_duration``, whoever wrote it.
+
 `FailoverStorage` puts a memory storage behind the Redis one: when Redis fails, each
 process carries on with its own state (logged once), and retries Redis every few
 seconds.
@@ -84,6 +90,11 @@ class Rules:
     def bucket_width(self) -> float:
         """Seconds covered by one bucket of the window."""
         return self.window / self.buckets
+
+    @property
+    def ttl_ms(self) -> int:
+        """Milliseconds Redis keeps an idle breaker's keys (longer than any break)."""
+        return max(60_000, math.ceil(max(self.window, self.break_duration) * 4000))
 
     def bucket(self, now: float) -> int:
         """The id of the bucket that `now` falls in."""
@@ -326,11 +337,14 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
 # -- redis ----------------------------------------------------------------------------
 
 # KEYS: state, open_until, opened_at, probes, half_open_at, success_counter
-# ARGV: now, break_duration, half_open_probes
+# ARGV: now, break_duration, half_open_probes, ttl (ms)
 # -> {state, allowed (0/1), probe (0/1), retry_after ('' = the probe wait), changed (0/1)}
 _ADMIT = """
 local state = redis.call('GET', KEYS[1])
 if state == false or state == 'closed' then return {'closed', 1, 0, '0', 0} end
+local function touch()
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+end
 local now = tonumber(ARGV[1])
 local pause = tonumber(ARGV[2])
 local changed = 0
@@ -345,6 +359,7 @@ if state == 'open' then
   redis.call('SET', KEYS[5], ARGV[1])
   redis.call('SET', KEYS[6], 0)
   changed = 1
+  touch()
 elseif state ~= 'half-open' then
   return {state, 1, 0, '0', 0}
 end
@@ -357,30 +372,36 @@ if probes >= tonumber(ARGV[3]) then
   redis.call('SET', KEYS[6], 0)
 end
 redis.call('INCR', KEYS[4])
+touch()
 return {'half-open', 1, 1, '0', changed}
 """
 
 # KEYS: state, open_until, opened_at, probes, success_counter, fail_counter, window
 # ARGV: now, failed, probe, bucket, oldest bucket, minimum_calls, failure_ratio,
-#       open_until if it opens now, half_open_probes, window ttl (ms)
+#       open_until if it opens now, half_open_probes, window ttl (ms), keys ttl (ms)
 # -> {} or {old, new, calls, failures}
 _RECORD = """
 local state = redis.call('GET', KEYS[1]) or 'closed'
 local failed = ARGV[2] == '1'
+for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 local function trip()
   redis.call('SET', KEYS[1], 'open')
   redis.call('SET', KEYS[2], ARGV[8])
   redis.call('SET', KEYS[3], math.floor(tonumber(ARGV[1])))
   redis.call('SET', KEYS[5], 0)
   redis.call('DEL', KEYS[4], KEYS[7])
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 end
 if failed then redis.call('INCR', KEYS[6]) else redis.call('SET', KEYS[6], 0) end
+redis.call('PEXPIRE', KEYS[6], ARGV[11])
 if ARGV[3] == '1' and state == 'half-open' then
   if failed then
     trip()
     return {'half-open', 'open', '', ''}
   end
-  if redis.call('INCR', KEYS[5]) >= tonumber(ARGV[9]) then
+  redis.call('INCR', KEYS[5])
+  redis.call('PEXPIRE', KEYS[5], ARGV[11])
+  if tonumber(redis.call('GET', KEYS[5])) >= tonumber(ARGV[9]) then
     redis.call('SET', KEYS[1], 'closed')
     redis.call('SET', KEYS[5], 0)
     redis.call('DEL', KEYS[4], KEYS[7])
@@ -416,6 +437,7 @@ return {}
 
 # KEYS: state, probes
 _RELEASE = """
+-- (the probes key keeps the expiry its admit step gave it)
 if redis.call('GET', KEYS[1]) == 'half-open' then
   if (tonumber(redis.call('GET', KEYS[2]) or '') or 0) > 0 then redis.call('DECR', KEYS[2]) end
 end
@@ -446,8 +468,9 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
             tag}`` so that all of them live in one Redis Cluster slot.
     """
 
-    def __init__(self, client: Redis, namespace: str) -> None:
+    def __init__(self, client: Redis, namespace: str, ttl_ms: int = 60_000) -> None:
         super().__init__(STATE_CLOSED, client, namespace=namespace)  # SETNX the initial state
+        client.pexpire(f"{namespace}:{self.BASE_NAMESPACE}:state", ttl_ms)
         names = (
             "state",
             "open_until",
@@ -499,7 +522,7 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
         """Decide whether a call may go out now (one round trip)."""
         raw = self._admit_script(
             keys=self._admit_keys,
-            args=[repr(now), repr(rules.break_duration), rules.half_open_probes],
+            args=[repr(now), repr(rules.break_duration), rules.half_open_probes, rules.ttl_ms],
         )
         state, allowed, probe, wait, changed = (_text(item) for item in raw)
         transition = Transition(old=STATE_OPEN, new=STATE_HALF_OPEN) if changed == "1" else None
@@ -509,7 +532,11 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
             allowed=allowed == "1",
             probe=probe == "1",
             state=state,
-            retry_after=rules.probe_retry_after if wait == "" else max(0.0, float(wait)),
+            retry_after=(
+                rules.probe_retry_after
+                if wait == ""
+                else min(rules.break_duration, max(0.0, float(wait)))  # a bound on the hint
+            ),
             transition=transition,
         )
 
@@ -529,6 +556,7 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
                 repr(now + rules.break_duration),
                 rules.half_open_probes,
                 max(1000, math.ceil(rules.window * 2000)),
+                rules.ttl_ms,
             ],
         )
         if not raw:
@@ -561,7 +589,7 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
             else:
                 opened_at = float(_text(opened_at_raw)) if opened_at_raw is not None else 0.0
                 open_until = opened_at + rules.break_duration
-            retry_after = max(0.0, open_until - now)
+            retry_after = min(rules.break_duration, max(0.0, open_until - now))
         oldest = rules.bucket(now) - rules.buckets + 1
         calls = failures = 0
         for name_raw, count_raw in fields.items():
@@ -601,9 +629,12 @@ class FailoverStorage:
     time), and its state is not merged back when Redis returns.
     """
 
-    def __init__(self, link: RedisLink, namespace: str, buckets: int) -> None:
+    def __init__(
+        self, link: RedisLink, namespace: str, buckets: int, ttl_ms: int = 60_000
+    ) -> None:
         self._link = link
         self._namespace = namespace
+        self._ttl_ms = ttl_ms
         self._redis: RedisBreakerStorage | None = None
         self.fallback = MemoryBreakerStorage(buckets)
 
@@ -617,7 +648,7 @@ class FailoverStorage:
 
     def _shared(self) -> RedisBreakerStorage:
         if self._redis is None:  # built on first use: it writes pybreaker's initial keys
-            self._redis = RedisBreakerStorage(self._link.client, self._namespace)
+            self._redis = RedisBreakerStorage(self._link.client, self._namespace, self._ttl_ms)
         return self._redis
 
     def admit(self, now: float, rules: Rules) -> Admission:

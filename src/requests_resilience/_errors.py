@@ -39,6 +39,17 @@ for the same failure (``except requests.exceptions.SSLError:`` keeps catching) a
 keeps its ``args`` (``args[0]`` is urllib3's error, as with plain requests); only its
 ``str()`` differs: a short message with the method, the URL without its query, and the
 pipeline's secrets removed.
+
+No exception carries a credential. Every message goes through
+`requests_resilience._secrets.redact_known` when the exception is built (a reason
+phrase or a redirect URL is the server's text); the request kept as ``request`` (and as
+``response.request``) is a copy whose credential headers (``Authorization``,
+``Proxy-Authorization``, ``Cookie``, ``X-API-Key``, and any header holding a known
+secret) read ``[REDACTED]``; a translated transport error whose urllib3 cause names a
+URL with a secret in it has that text redacted, in ``args`` and along its cause chain.
+Every exception pickles and unpickles with its attributes (whatever its ``__init__``
+takes), and the pickled state is scrubbed again: the response's reason, URL, headers,
+cookies and body, and the request's URL and headers, with every known secret removed.
 """
 
 from __future__ import annotations
@@ -46,10 +57,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
+import requests.structures
 import urllib3.exceptions
+
+from requests_resilience._bodies import read_bounded
+from requests_resilience._secrets import REDACTED, known_secrets, redact_known
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -108,9 +123,26 @@ class APIError(requests.RequestException):
         request: PreparedRequest | None = None,
         response: Response | None = None,
     ) -> None:
-        super().__init__(message, request=request, response=response)
-        self._message = message if isinstance(message, str) else str(message)
+        text = redact_known(message if isinstance(message, str) else str(message))
+        if request is None and response is not None:
+            request = response.request
+        if request is not None:
+            request = without_credentials(request)
+            if response is not None and response.request is not None:
+                response.request = without_credentials(response.request)
+        super().__init__(text, request=request, response=response)
+        self._message = text
         self.history = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__ (subclasses take other arguments), from a
+        # state whose request and response have every known secret removed.
+        state = dict(self.__dict__)
+        if state.get("request") is not None:
+            state["request"] = without_credentials(state["request"], url=True)
+        if state.get("response") is not None:
+            state["response"] = _scrubbed_response(state["response"])
+        return (_rebuild_error, (type(self), self.args, state))
 
     @property
     def attempts(self) -> int:
@@ -521,6 +553,7 @@ def translate_transport_error(
     detail = redactor.redact(_short(exc))
     target = f"{request.method} {_safe_url(request.url)}"
     error = library_class(f"{label} for {target}: {detail}", request_sent=sent, request=request)
+    _scrub_chain(exc)  # a URL the server redirected to may hold a secret
     error.args = exc.args  # what plain requests gives: args[0] is urllib3's error
     return error
 
@@ -558,12 +591,100 @@ def _short(exc: BaseException) -> str:
 
 
 def _safe_url(url: str | None) -> str:
-    """The URL without query, fragment or userinfo: safe for messages and logs."""
+    """The URL without query, fragment, userinfo or known secrets: safe for messages and logs.
+
+    After a redirect the URL is the server's choice, and its path may hold a key: every
+    secret this process knows of is removed (`redact_known`). Called only to build a
+    message or an event, never on a successful call's path.
+    """
     if not url:
         return ""
     base = url.split("#", 1)[0].split("?", 1)[0]
     scheme, sep, rest = base.partition("://")
     if sep and "@" in rest.split("/", 1)[0]:
         host_and_path = rest.split("@", 1)[1]
-        return f"{scheme}://{host_and_path}"
-    return base
+        base = f"{scheme}://{host_and_path}"
+    return redact_known(base)
+
+
+# -- no credential on an exception ---------------------------------------------------
+
+#: Headers that hold a credential whatever their value; their value becomes REDACTED on
+#: the request an exception keeps (compared in lower case).
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
+)
+
+
+def without_credentials(request: PreparedRequest, *, url: bool = False) -> PreparedRequest:
+    """`request` itself if it holds no credential, else a copy with them ``[REDACTED]``.
+
+    A header in `CREDENTIAL_HEADERS`, or whose value holds a known secret, gets the value
+    ``[REDACTED]``; with `url`, known secrets are also removed from the URL. The copy
+    shares the body (an exception does not re-send it).
+    """
+    known = known_secrets()
+    headers: Mapping[str, str] = request.headers or {}
+    names = [
+        name
+        for name, value in headers.items()
+        if (name.lower() in CREDENTIAL_HEADERS and value != REDACTED)
+        or (isinstance(value, str) and known.redact(value) != value)
+    ]
+    safe_url = redact_known(request.url) if url and request.url else request.url
+    if not names and safe_url == request.url:
+        return request
+    copy = request.copy()
+    for name in names:
+        copy.headers[name] = REDACTED
+    copy.url = safe_url
+    return copy
+
+
+def _scrubbed_response(response: Response) -> Response:
+    """A detached copy of `response` for pickling, with every known secret removed."""
+    known = known_secrets()
+    copy = requests.Response()
+    copy.status_code = response.status_code
+    copy.reason = known.redact(response.reason or "")
+    copy.url = known.redact(response.url or "")
+    copy.encoding = response.encoding
+    copy.elapsed = response.elapsed
+    copy.headers = requests.structures.CaseInsensitiveDict(
+        {
+            name: REDACTED if name.lower() in _RESPONSE_CREDENTIALS else known.redact(value)
+            for name, value in response.headers.items()
+        }
+    )
+    content = read_bounded(response)  # as requests' own pickling reads it, but capped
+    copy._content = known.redact_bytes(content)
+    copy._content_consumed = True  # type: ignore[attr-defined] # requests' own flag
+    if response.request is not None:
+        copy.request = without_credentials(response.request, url=True)
+    return copy
+
+
+_RESPONSE_CREDENTIALS = frozenset({"set-cookie", "www-authenticate", "proxy-authenticate"})
+
+
+def _rebuild_error(cls: type[APIError], args: tuple[Any, ...], state: dict[str, Any]) -> APIError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _scrub_chain(exc: BaseException) -> None:
+    """Redact known secrets from the text of `exc` and of what it wraps, in place.
+
+    urllib3's errors name the URL (``Max retries exceeded with url: /k/<key>/x`` after a
+    redirect the server chose). Only an exception whose text holds a secret is touched:
+    its ``args`` become their redacted text.
+    """
+    known = known_secrets()
+    if not known:
+        return
+    for current in list(_causes(exc)):
+        texts = [str(arg) for arg in current.args]
+        if any(known.redact(text) != text for text in texts):
+            current.args = tuple(known.redact(text) for text in texts)

@@ -32,7 +32,10 @@ __all__ = [
 
 #: Longest `detail` kept from an error body; the rest is cut with an ellipsis.
 MAX_DETAIL_CHARS = 500
-#: Most bytes of a body that are parsed as JSON for a detail or request id.
+#: Most bytes of an *error* body that are parsed as JSON for a detail or request id
+#: (an error body is read only up to a cap of this size anyway). A success body that the
+#: caller asked to be parsed (`json_body` with ``max_bytes=None``) has no such cap: it is
+#: already in memory, and parsing it costs time linear in its size.
 MAX_PARSED_BODY = 1 << 20
 #: A Retry-After beyond this (about 10 years) is treated as garbage, not as a wait.
 _MAX_SANE_SECONDS = 10 * 365 * 86400.0
@@ -137,9 +140,9 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | N
     return RateLimitHeaders(limit=limit, remaining=remaining, reset=reset)
 
 
-def _json_body(response: Response) -> Any:
+def _json_body(response: Response, max_bytes: int | None = MAX_PARSED_BODY) -> Any:
     content = response.content if body_is_read(response) else b""
-    if not content or len(content) > MAX_PARSED_BODY:
+    if not content or (max_bytes is not None and len(content) > max_bytes):
         return None
     try:
         return json.loads(content)
@@ -190,9 +193,17 @@ def error_detail(response: Response, body: Any = None) -> str:
     return response.reason or ""
 
 
-def json_body(response: Response) -> Any:
-    """The response body parsed as JSON, or None if it is empty, huge or not JSON."""
-    return _json_body(response)
+def json_body(response: Response, max_bytes: int | None = MAX_PARSED_BODY) -> Any:
+    """The response body parsed as JSON, or None if it is empty, not JSON or too big.
+
+    Args:
+        response: the response; its body must already be read (an unread, streamed
+            body gives None rather than being read here).
+        max_bytes: bodies longer than this are not parsed (None): `MAX_PARSED_BODY` by
+            default, for error bodies; None to parse a body of any size (a success
+            body the caller wants, e.g. a 5 MB job list).
+    """
+    return _json_body(response, max_bytes)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -39,6 +39,7 @@ from opentelemetry import metrics, trace
 
 from requests_resilience import _telemetry
 from requests_resilience._breaker import breaker_key_by_host
+from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
 from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
@@ -50,7 +51,7 @@ from requests_resilience._ratelimit_storage import (
     MemoryBucket,
     ttl_ms,
 )
-from requests_resilience._redis import connect
+from requests_resilience._redis import REDIS_TIMEOUT, connect
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -107,6 +108,8 @@ class _Settings:
     headroom: float
     recovery: float
     max_wait: float
+    max_pause: float
+    max_keys: int
     keep_on_throttle: float
     follow_headers: bool
     key: str | Callable[[Call], str]
@@ -171,10 +174,12 @@ class _Cell:
         "refused",
         "sent",
         "throttled",
+        "used",
         "waited",
     )
 
     def __init__(self, bucket: BucketStorage, rate: float) -> None:
+        self.used = 0  # recency, stamped by `Cells`
         self.bucket = bucket
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
@@ -236,6 +241,16 @@ class RateLimit(Rebuilt):
             enough that the climb does not overshoot again in the server's next window.
         max_wait: the longest wait for a token, in seconds or a timedelta, even when
             the call's deadline would allow more; 0 to 86400 (default 60).
+        max_pause: the longest pause a server can impose with one answer
+            (``Retry-After`` on a 429, ``X-RateLimit-Reset``), in seconds or a
+            timedelta; 0 to 86400 (default 60). A longer hint is cut to it, when it is
+            learnt and again whenever a shared bucket is read: a ``Retry-After:
+            99999999`` holds this process, and every process sharing the bucket through
+            Redis, for at most `max_pause` (theirs, each).
+        max_keys: the most keys whose buckets are kept in memory; 1 to 10,000,000
+            (default 10,000). A new key beyond it drops the least recently used tenth
+            (a dropped key that comes back starts with a full bucket; with Redis, its
+            shared state is still there).
         keep_on_throttle: the share of the rate kept on a 429; 0.1 to 0.99
             (default 0.7, as botocore).
         follow_headers: learn the limit and pauses from ``X-RateLimit-*`` headers
@@ -246,12 +261,18 @@ class RateLimit(Rebuilt):
         redis_url: share the buckets through this Redis (``redis://``, ``rediss://`` or
             ``unix://``); needs the ``redis`` extra.
         redis_client: or share them through this `redis.Redis` client.
+        redis_timeout: seconds to connect to Redis and for each command, for the client
+            made from `redis_url`; 0.001 to 60 (default 0.5). A frozen Redis costs a
+            call at most this, once, before the policy falls back to a local bucket
+            for a few seconds. Redis keys expire when idle (a few `period`, at least a
+            minute).
         namespace: the prefix of the Redis keys.
         name: the policy's name in descriptions, logs, metrics and Redis keys.
 
     Raises:
-        ConfigurationError: an option is out of range (the message names it and its
-            range), or both `redis_url` and `redis_client` are given.
+        ConfigurationError: an option is out of range or of the wrong type (the
+            message names it and its range), or both `redis_url` and `redis_client`
+            are given.
         ImportError: Redis is asked for but the ``redis`` package is not installed.
 
     Example:
@@ -262,7 +283,7 @@ class RateLimit(Rebuilt):
         9.5
     """
 
-    __slots__ = ("__weakref__", "_cells", "_cells_lock", "_link", "_name", "_secrets", "_settings")
+    __slots__ = ("__weakref__", "_cells", "_link", "_name", "_secrets", "_settings")
 
     def __init__(
         self,
@@ -273,11 +294,14 @@ class RateLimit(Rebuilt):
         headroom: float = 0.95,
         recovery: float | timedelta | None = None,
         max_wait: float | timedelta = 60.0,
+        max_pause: float | timedelta = 60.0,
+        max_keys: int = DEFAULT_MAX_KEYS,
         keep_on_throttle: float = 0.7,
         follow_headers: bool = True,
         key: str | Callable[[Call], str] = breaker_key_by_host,
         redis_url: str | None = None,
         redis_client: Redis | None = None,
+        redis_timeout: float | timedelta = REDIS_TIMEOUT,
         namespace: str = "requests_resilience:rate_limit",
         name: str = "rate_limit",
     ) -> None:
@@ -296,6 +320,15 @@ class RateLimit(Rebuilt):
             else _number("recovery", recovery, 0.001, _DAY, " seconds")
         )
         max_wait_s = _number("max_wait", max_wait, 0.0, _DAY, " seconds")
+        max_pause_s = _number("max_pause", max_pause, 0.0, _DAY, " seconds")
+        if (
+            isinstance(max_keys, bool)
+            or not isinstance(max_keys, int)
+            or not 1 <= max_keys <= 10_000_000
+        ):
+            msg = f"RateLimit max_keys must be an int from 1 to 10000000, got {max_keys!r}"
+            raise ConfigurationError(msg)
+        timeout_s = _number("redis_timeout", redis_timeout, 0.001, 60.0, " seconds")
         keep = _number("keep_on_throttle", keep_on_throttle, 0.1, 0.99, "")
         if not isinstance(follow_headers, bool):
             msg = f"RateLimit follow_headers must be True or False, got {follow_headers!r}"
@@ -322,6 +355,7 @@ class RateLimit(Rebuilt):
             name=name,
             event="rate_limit",
             fallback="local bucket, per process",
+            timeout=timeout_s,
         )
         self._settings = _Settings(
             requests=requests_n,
@@ -330,6 +364,8 @@ class RateLimit(Rebuilt):
             headroom=headroom_f,
             recovery=recovery_s,
             max_wait=max_wait_s,
+            max_pause=max_pause_s,
+            max_keys=max_keys,
             keep_on_throttle=keep,
             follow_headers=follow_headers,
             key=key.strip() if isinstance(key, str) else key,
@@ -342,13 +378,13 @@ class RateLimit(Rebuilt):
                 beta=keep,
                 cooldown=period_s,
                 ttl=ttl_ms(period_s, recovery_s),
+                max_pause=max_pause_s,
             ),
         )
         self._name = name
         self._secrets = secrets
         self._link = link
-        self._cells: dict[str, _Cell] = {}
-        self._cells_lock = threading.Lock()
+        self._cells: Cells[_Cell] = Cells(max_keys, self._new_cell)
         _LIVE.add(self)
 
     @classmethod
@@ -423,6 +459,16 @@ class RateLimit(Rebuilt):
         return self._settings.max_wait
 
     @property
+    def max_pause(self) -> float:
+        """The longest pause one server answer can impose, in seconds."""
+        return self._settings.max_pause
+
+    @property
+    def max_keys(self) -> int:
+        """The most keys whose buckets are kept in memory."""
+        return self._settings.max_keys
+
+    @property
     def shared(self) -> bool:
         """Whether the buckets are shared between processes through Redis."""
         return self._link is not None
@@ -433,7 +479,7 @@ class RateLimit(Rebuilt):
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
-        cell = self._cells.get(key) or self._cell(key)
+        cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
         bucket = cell.bucket
@@ -452,10 +498,17 @@ class RateLimit(Rebuilt):
         waited = reservation.wait
         rate = reservation.rate
         if waited > 0:
-            clock.sleep(waited)
-            waited, rate = self._recheck(
-                call, cell, key, now_of=now_of, allowed=allowed, waited=waited, rate=rate
-            )
+            try:
+                clock.sleep(waited)
+                waited, rate = self._recheck(
+                    call, cell, key, now_of=now_of, allowed=allowed, waited=waited, rate=rate
+                )
+            except BaseException as exc:
+                if not isinstance(exc, RateLimitError):
+                    # Interrupted (KeyboardInterrupt, SystemExit, a signal handler's
+                    # error) before sending: the reserved slot goes back to the queue.
+                    bucket.release(now_of(), 1.0 / rate)
+                raise
         with cell.lock:
             cell.sent += 1
             if waited > 0:
@@ -526,7 +579,9 @@ class RateLimit(Rebuilt):
         if throttled:
             retry_after = parse_retry_after(headers, wall)
             if retry_after is not None:
-                pause = min(retry_after, _DAY)
+                pause = retry_after
+        if pause is not None:
+            pause = min(pause, settings.max_pause)  # a server's hint, bounded
         if ceiling is not None and ceiling == cell.ceiling:
             ceiling = None  # already known: spare the round trip
         if not throttled and pause is None and ceiling is None:
@@ -570,18 +625,14 @@ class RateLimit(Rebuilt):
             request=request,
         )
 
-    def _cell(self, key: str) -> _Cell:
-        with self._cells_lock:
-            cell = self._cells.get(key)
-            if cell is None:
-                bucket: BucketStorage
-                if self._link is not None:
-                    redis_key = f"{self._settings.namespace}:{self._name}:{{{key}}}"
-                    bucket = FailoverBucket(self._link, redis_key)
-                else:
-                    bucket = MemoryBucket()
-                cell = self._cells[key] = _Cell(bucket, self._settings.params.rate)
-            return cell
+    def _new_cell(self, key: str) -> _Cell:
+        bucket: BucketStorage
+        if self._link is not None:
+            redis_key = f"{self._settings.namespace}:{self._name}:{{{key}}}"
+            bucket = FailoverBucket(self._link, redis_key)
+        else:
+            bucket = MemoryBucket()
+        return _Cell(bucket, self._settings.params.rate)
 
     # -- inspection ----------------------------------------------------------------
 
@@ -594,7 +645,7 @@ class RateLimit(Rebuilt):
             >>> RateLimit.per_second(5, key="k").status("k").rate
             4.75
         """
-        cell = self._cells.get(key) or self._cell(key)
+        cell = self._cells.get(key)
         bucket = cell.bucket
         clock = cell.clock
         state = bucket.read(
@@ -622,7 +673,7 @@ class RateLimit(Rebuilt):
             >>> {key: s.rate for key, s in limit.snapshot().items()}  # doctest: +SKIP
             {'key-cda935b720e48ea1': 0.158}
         """
-        return MappingProxyType({key: self.status(key) for key in sorted(self._cells)})
+        return MappingProxyType({key: self.status(key) for key in self._cells.keys()})  # noqa: SIM118 - a locked snapshot, not a dict
 
     def __repr__(self) -> str:
         s = self._settings
@@ -634,6 +685,7 @@ class RateLimit(Rebuilt):
             f"headroom={s.headroom:g}",
             f"recovery={s.recovery:g}",
             f"max_wait={s.max_wait:g}",
+            f"max_pause={s.max_pause:g}",
             f"key={key}",
             f"storage={s.storage!r}",
         ]
@@ -646,7 +698,7 @@ class RateLimit(Rebuilt):
         return f"RateLimit({', '.join(parts)})"
 
     def _rates(self) -> Iterable[tuple[str, float]]:
-        return [(key, cell.rate) for key, cell in list(self._cells.items())]
+        return [(key, cell.rate) for key, cell in self._cells.items()]
 
 
 def _reset_pause(reset: float, wall: float, period: float, throttled: bool) -> float:

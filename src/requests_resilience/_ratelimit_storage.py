@@ -29,6 +29,15 @@ Each step is one short critical section: a `threading.Lock` in memory, one Lua s
 policy then uses one clock, a `FakeClock` drives Redis-backed tests, and hosts must
 keep their clocks in sync (NTP), as for the breaker.
 
+A pause the server asked for (``Retry-After``, ``X-RateLimit-Reset``) is bounded by
+``params.max_pause`` twice: when it is learnt, and whenever a bucket is read or
+reserved from. The bucket keeps when the pause was learnt (``paused_at``) next to when
+it ends, so a reader bounds it to ``paused_at + max_pause``: a pause written to Redis
+by a process with a larger bound (or a bug, or a hand) holds this process back for at
+most its own bound, once, not a fresh bound at every look. A reservation whose
+caller gives up before its slot (an interrupt during the wait) is handed back with
+``release()``, so the next caller does not wait for a slot that nobody uses.
+
 `FailoverBucket` puts a memory bucket behind the Redis one: when Redis fails, each
 process carries on with its own bucket (logged once) and tries Redis again every few
 seconds.
@@ -76,6 +85,7 @@ class BucketParams:
         cooldown: seconds after a drop during which further 429s do not drop the rate
             again (the server's window: its 429s until the reset are one episode).
         ttl: milliseconds Redis keeps an idle bucket.
+        max_pause: the longest pause, in seconds, that a server's hint may impose.
     """
 
     rate: float
@@ -84,6 +94,7 @@ class BucketParams:
     beta: float
     cooldown: float
     ttl: int
+    max_pause: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,10 @@ class BucketStorage(Protocol):
 
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""
+        ...
+
+    def release(self, now: float, interval: float) -> None:
+        """Hand back a granted slot that will not be used (its caller gave up waiting)."""
         ...
 
     def observe(
@@ -172,6 +187,7 @@ class MemoryBucket:
         self._lock = threading.Lock()
         self._tat: float | None = None
         self._paused_until = 0.0
+        self._paused_at = 0.0
         self._ceiling: float | None = None
         self._w_max: float | None = None
         self._throttled_at: float | None = None
@@ -194,7 +210,8 @@ class MemoryBucket:
             rate, _ = self._rate(now, params)
             interval = 1.0 / rate
             tat = now if self._tat is None else self._tat
-            slot = max(now, tat - (params.burst - 1) * interval, self._paused_until)
+            paused_until = min(self._paused_until, self._paused_at + params.max_pause)
+            slot = max(now, tat - (params.burst - 1) * interval, paused_until)
             wait = slot - now
             if wait > max_wait:
                 return Reservation(granted=False, wait=wait, rate=rate)
@@ -204,6 +221,12 @@ class MemoryBucket:
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""
         return max(0.0, self._paused_until - now)
+
+    def release(self, now: float, interval: float) -> None:
+        """Hand back a granted slot: the next reservation moves up by one interval."""
+        with self._lock:
+            if self._tat is not None:
+                self._tat -= interval
 
     def observe(
         self,
@@ -219,8 +242,11 @@ class MemoryBucket:
         with self._lock:
             if ceiling is not None:
                 self._ceiling = ceiling
-            if pause_until is not None and pause_until > self._paused_until:
-                self._paused_until = pause_until
+            if pause_until is not None:
+                pause_until = min(pause_until, now + params.max_pause)
+                if pause_until > self._paused_until:
+                    self._paused_until = pause_until
+                    self._paused_at = now
             rate, _ = self._rate(now, params)
             last = self._throttled_at
             if throttled and (last is None or (sent_at >= last and now - last >= params.cooldown)):
@@ -238,9 +264,16 @@ class MemoryBucket:
                 rate=rate,
                 target=target,
                 tokens=tokens,
-                paused_for=max(0.0, self._paused_until - now),
+                paused_for=_paused_for(now, self._paused_until, self._paused_at, params.max_pause),
                 throttled_at=self._throttled_at,
             )
+
+
+def _paused_for(now: float, until: float, since: float | None, max_pause: float) -> float:
+    """Seconds of pause left, the pause bounded to `max_pause` from when it was learnt."""
+    if since is not None:
+        until = min(until, since + max_pause)
+    return min(max_pause, max(0.0, until - now))
 
 
 def _tokens(now: float, tat: float | None, rate: float, burst: int) -> float:
@@ -252,7 +285,7 @@ def _tokens(now: float, tat: float | None, rate: float, burst: int) -> float:
 # -- redis ----------------------------------------------------------------------------
 
 # The CUBIC rate, shared by the scripts (see cubic_rate).
-# Hash fields: tat, paused_until, ceiling, w_max, throttled_at.
+# Hash fields: tat, paused_until, paused_at, ceiling, w_max, throttled_at.
 _RATE = """
 local function num(x) return string.format('%.17g', x) end
 local function field(name)
@@ -270,7 +303,7 @@ end
 """
 
 # KEYS: the bucket hash
-# ARGV: now, rate, burst, recovery, beta, floor share, max_wait, ttl (ms)
+# ARGV: now, rate, burst, recovery, beta, floor share, max_wait, ttl (ms), max_pause
 # -> {granted (0/1), wait, rate}
 _RESERVE = (
     _RATE
@@ -280,7 +313,9 @@ local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(AR
   tonumber(ARGV[6]))
 local interval = 1 / rate
 local tat = field('tat') or now
-local slot = math.max(now, tat - (tonumber(ARGV[3]) - 1) * interval, field('paused_until') or 0)
+local paused_until = math.min(field('paused_until') or 0,
+  (field('paused_at') or now) + tonumber(ARGV[9]))
+local slot = math.max(now, tat - (tonumber(ARGV[3]) - 1) * interval, paused_until)
 local wait = slot - now
 if wait > tonumber(ARGV[7]) then return {0, num(wait), num(rate)} end
 redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + interval))
@@ -291,7 +326,7 @@ return {1, num(wait), num(rate)}
 
 # KEYS: the bucket hash
 # ARGV: now, rate, recovery, beta, floor share, sent_at, throttled (0/1),
-#       pause_until ('' = none), ceiling ('' = none), ttl (ms), cooldown
+#       pause_until ('' = none), ceiling ('' = none), ttl (ms), cooldown, max_pause
 # -> the rate afterwards
 _OBSERVE = (
     _RATE
@@ -299,9 +334,9 @@ _OBSERVE = (
 local now = tonumber(ARGV[1])
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'ceiling', ARGV[9]) end
 if ARGV[8] ~= '' then
-  local pause = tonumber(ARGV[8])
+  local pause = math.min(tonumber(ARGV[8]), now + tonumber(ARGV[12]))
   if pause > (field('paused_until') or 0) then
-    redis.call('HSET', KEYS[1], 'paused_until', ARGV[8])
+    redis.call('HSET', KEYS[1], 'paused_until', num(pause), 'paused_at', ARGV[1])
   end
 end
 local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -317,6 +352,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return num(rate)
 """
 )
+
+# KEYS: the bucket hash; ARGV: the interval to hand back
+_RELEASE = """
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '')
+if tat ~= nil then
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', tat - tonumber(ARGV[1])))
+end
+return 0
+"""
 
 
 def _text(value: object) -> str:
@@ -336,6 +380,7 @@ class RedisBucket:
         self._keys = [key]
         self._reserve = client.register_script(_RESERVE)
         self._observe = client.register_script(_OBSERVE)
+        self._release = client.register_script(_RELEASE)
 
     @property
     def shared(self) -> bool:
@@ -355,6 +400,7 @@ class RedisBucket:
                 repr(FLOOR_SHARE),
                 repr(min(max_wait, 1e12)),
                 params.ttl,
+                repr(params.max_pause),
             ],
         )
         granted, wait, rate = raw
@@ -368,6 +414,10 @@ class RedisBucket:
         if raw is None:
             return 0.0
         return max(0.0, float(_text(raw)) - now)
+
+    def release(self, now: float, interval: float) -> None:
+        """Hand back a granted slot (one round trip)."""
+        self._release(keys=self._keys, args=[repr(interval)])
 
     def observe(
         self,
@@ -394,6 +444,7 @@ class RedisBucket:
                 "" if ceiling is None else repr(ceiling),
                 params.ttl,
                 repr(params.cooldown),
+                repr(params.max_pause),
             ],
         )
         return float(_text(raw))
@@ -414,7 +465,9 @@ class RedisBucket:
             rate=rate,
             target=target,
             tokens=_tokens(now, fields.get("tat"), rate, params.burst),
-            paused_for=max(0.0, fields.get("paused_until", 0.0) - now),
+            paused_for=_paused_for(
+                now, fields.get("paused_until", 0.0), fields.get("paused_at"), params.max_pause
+            ),
             throttled_at=fields.get("throttled_at"),
         )
 
@@ -458,6 +511,10 @@ class FailoverBucket:
     def paused_for(self, now: float) -> float:
         """`paused_for` on Redis, or on the fallback when Redis fails."""
         return self._run(now, lambda bucket: bucket.paused_for(now))
+
+    def release(self, now: float, interval: float) -> None:
+        """`release` on Redis, or on the fallback when Redis fails."""
+        self._run(now, lambda bucket: bucket.release(now, interval))
 
     def observe(
         self,

@@ -2,7 +2,8 @@
 
 The circuit breaker and the rate limit each keep their state in Redis when given a
 ``redis_url`` (or a client), and in memory otherwise. Both connect the same way (short
-timeouts, one immediate retry, the URL's password kept out of every text) and both
+timeouts, one immediate retry after a broken connection but none after a timeout, the
+URL's password kept out of every text) and both
 degrade the same way: a Redis error never fails a call, the policy carries on with a
 per-process fallback, tries Redis again after `REDIS_RETRY_INTERVAL`, and logs the loss
 and the recovery once each.
@@ -26,6 +27,7 @@ __all__ = ["REDIS_RETRY_INTERVAL", "RedisLink", "connect", "import_redis", "reda
 #: Seconds a policy keeps to its local fallback after a Redis error before trying again.
 REDIS_RETRY_INTERVAL = 5.0
 #: Seconds to connect to Redis, and for each command: a call must not hang on Redis.
+#: The default of the policies' ``redis_timeout`` option.
 REDIS_TIMEOUT = 0.5
 
 _log = logger
@@ -162,8 +164,14 @@ def connect(
     name: str,
     event: str,
     fallback: str,
+    timeout: float = REDIS_TIMEOUT,
 ) -> tuple[RedisLink | None, str, tuple[str, ...]]:
     """The Redis link of a policy (None without Redis), where it points, its secrets.
+
+    A Redis that stops answering (a frozen process, a partition) costs a call at most
+    `timeout` per step before the policy falls back: a timed-out command is not
+    retried (only a broken pooled connection is, at once), and after the failure the
+    policy keeps to its local state for `REDIS_RETRY_INTERVAL`, as with a dead Redis.
 
     Args:
         redis_url: ``redis://``, ``rediss://`` or ``unix://`` URL, or None.
@@ -172,13 +180,16 @@ def connect(
         name: the policy's name, for the logs.
         event: the prefix of its log events.
         fallback: what it falls back to when Redis is down, for the log.
+        timeout: seconds to connect and for each command, for a client made from
+            `redis_url` (a client passed in keeps its own).
 
     Returns:
         The link, the location to show (``"memory"`` without Redis, the URL without
         its password with one), and the password as a secret for the redactor.
 
     Raises:
-        ConfigurationError: both a URL and a client, or a URL of another scheme.
+        ConfigurationError: both a URL and a client, a URL of another scheme, or a
+            client that is not a Redis client.
         ImportError: the ``redis`` extra is not installed.
     """
     if redis_url is not None and redis_client is not None:
@@ -187,6 +198,10 @@ def connect(
     if redis_url is None and redis_client is None:
         return None, "memory", ()
     redis = import_redis(f"sharing {owner} state")
+    if redis_client is not None and not callable(getattr(redis_client, "register_script", None)):
+        kind = type(redis_client).__name__
+        msg = f"{owner} redis_client must be a redis.Redis client, got {kind}"
+        raise ConfigurationError(msg)
     secrets: tuple[str, ...] = ()
     if redis_url is not None:
         if not isinstance(redis_url, str) or not redis_url.startswith(
@@ -200,14 +215,18 @@ def connect(
         where = redacted_url(redis_url)
         password = urllib.parse.urlsplit(redis_url).password
         secrets = (urllib.parse.unquote(password),) if password else ()
-        # Short timeouts and one immediate retry (for a pooled connection that went
-        # stale): redis-py's default of 10 retries with backoff would hold every call
-        # for seconds while Redis is down.
+        # Short timeouts and one immediate retry for a pooled connection that went
+        # stale, none for a timeout: redis-py's default of 10 retries with backoff,
+        # or even one retry of a timed-out command, would hold every call for a
+        # multiple of the timeout while Redis is frozen.
         redis_client = redis.Redis.from_url(
             redis_url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=redis.retry.Retry(
+                redis.backoff.NoBackoff(), 1, supported_errors=(redis.ConnectionError,)
+            ),
+            retry_on_timeout=False,
         )
     else:
         where = "redis (client)"

@@ -3,7 +3,9 @@
 One table: every option of every public policy and class, with an out-of-range (or
 wrongly typed) value; each must raise `ConfigurationError` (a `ValueError`) or, for a
 value of the wrong kind of object, `TypeError`, at construction, and the message must
-name the option and say what is allowed.
+name the option and say what is allowed. For `APIKeyAuth`, `CircuitBreaker` and
+`RateLimit` a wrong type is a `ConfigurationError` too (never an `AttributeError` or a
+`TypeError` from deep inside, never accepted): `test_policies_refuse_wrong_types_...`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from requests_resilience import (
     ConfigurationError,
     Pipeline,
     PipelineAdapter,
+    RateLimit,
     Retry,
     RetryBudget,
     StatusErrors,
@@ -227,6 +230,97 @@ CASES = [
         ("redis_url", "redis://"),
         id="CircuitBreaker.redis_url",
     ),
+    pytest.param(
+        lambda: CircuitBreaker(listeners=bad(5)),
+        ("listeners", "function"),
+        id="CircuitBreaker.listeners-not-iterable",
+    ),
+    pytest.param(
+        lambda: CircuitBreaker(redis_client=bad(object())),
+        ("redis_client", "redis.Redis"),
+        id="CircuitBreaker.redis_client",
+    ),
+    pytest.param(
+        lambda: CircuitBreaker(redis_timeout=0),
+        ("redis_timeout", "0.001 to 60"),
+        id="CircuitBreaker.redis_timeout",
+    ),
+    pytest.param(
+        lambda: CircuitBreaker(max_keys=0),
+        ("max_keys", "1 to 10000000"),
+        id="CircuitBreaker.max_keys-0",
+    ),
+    pytest.param(
+        lambda: CircuitBreaker(max_keys=bad(1e3)),
+        ("max_keys", "1 to 10000000"),
+        id="CircuitBreaker.max_keys-float",
+    ),
+    # RateLimit
+    pytest.param(lambda: RateLimit(0), ("requests", "more than 0"), id="RateLimit.requests-0"),
+    pytest.param(
+        lambda: RateLimit(bad("10")), ("requests", "a number"), id="RateLimit.requests-str"
+    ),
+    pytest.param(
+        lambda: RateLimit(bad(True)), ("requests", "a number"), id="RateLimit.requests-bool"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, period=0), ("period", "0.001 to 86400"), id="RateLimit.period"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, burst=bad(1.5)), ("burst", "1 to 1000000"), id="RateLimit.burst"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, headroom=2), ("headroom", "0.1 to 1"), id="RateLimit.headroom"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, recovery=NAN), ("recovery", "a number"), id="RateLimit.recovery"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, max_wait=-1), ("max_wait", "0 to 86400"), id="RateLimit.max_wait"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, max_pause=timedelta(days=2)),
+        ("max_pause", "0 to 86400"),
+        id="RateLimit.max_pause",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, max_keys=0), ("max_keys", "1 to 10000000"), id="RateLimit.max_keys"
+    ),
+    pytest.param(
+        lambda: RateLimit(10, keep_on_throttle=1),
+        ("keep_on_throttle", "0.1 to 0.99"),
+        id="RateLimit.keep_on_throttle",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, follow_headers=bad("yes")),
+        ("follow_headers", "True or False"),
+        id="RateLimit.follow_headers",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, key=" "), ("key", "non-empty string"), id="RateLimit.key-blank"
+    ),
+    pytest.param(lambda: RateLimit(10, key=bad(5)), ("key", "function"), id="RateLimit.key-int"),
+    pytest.param(
+        lambda: RateLimit(10, redis_url="http://x"),
+        ("redis_url", "redis://"),
+        id="RateLimit.redis_url",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, redis_client=bad("redis://x")),
+        ("redis_client", "redis.Redis"),
+        id="RateLimit.redis_client",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, redis_timeout=61),
+        ("redis_timeout", "0.001 to 60"),
+        id="RateLimit.redis_timeout",
+    ),
+    pytest.param(
+        lambda: RateLimit(10, namespace=bad(5)),
+        ("namespace", "non-empty"),
+        id="RateLimit.namespace",
+    ),
+    pytest.param(lambda: RateLimit(10, name=""), ("name", "non-empty"), id="RateLimit.name"),
     # StatusErrors
     pytest.param(
         lambda: StatusErrors(table=bad({600: StatusErrors})),
@@ -260,6 +354,53 @@ CASES = [
         lambda: APIKeyAuth(KEY, scheme="Bear\r\ner"),
         ("scheme", "without white space"),
         id="APIKeyAuth.scheme-newline",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(bad(KEY.encode())), ("api_key", "str"), id="APIKeyAuth.api_key-bytes"
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(bad(12345678)), ("api_key", "str"), id="APIKeyAuth.api_key-int"
+    ),
+    pytest.param(
+        lambda: APIKeyAuth("sk-clé-0123456789"),
+        ("api_key", "ASCII"),
+        id="APIKeyAuth.api_key-non-ascii",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth("sk-a\tb"), ("api_key", "printable"), id="APIKeyAuth.api_key-tab"
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(None, env_var=bad(5)),
+        ("env_var", "environment variable"),
+        id="APIKeyAuth.env_var-int",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, header=bad(5)),
+        ("header", "header name"),
+        id="APIKeyAuth.header-int",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, header="X-Clé"),
+        ("header", "header name"),
+        id="APIKeyAuth.header-non-ascii",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, scheme=bad(5)),
+        ("scheme", "without white space"),
+        id="APIKeyAuth.scheme-int",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, origin="ftp://api.example.com"),
+        ("origin", "http://"),
+        id="APIKeyAuth.origin-scheme",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, origin="api.example.com"),
+        ("origin", "with a host"),
+        id="APIKeyAuth.origin-no-scheme",
+    ),
+    pytest.param(
+        lambda: APIKeyAuth(KEY, origin=bad(443)), ("origin", "http://"), id="APIKeyAuth.origin-int"
     ),
     # Pipeline, PipelineAdapter, mount
     pytest.param(
@@ -465,3 +606,24 @@ def test_a_bad_testing_option_fails_when_built_and_says_what_is_allowed(
     message = str(caught.value)
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+_TYPED_POLICIES = ("APIKeyAuth.", "CircuitBreaker.", "RateLimit.")
+
+
+@pytest.mark.parametrize(
+    ("build", "words"), [case for case in CASES if str(case.id).startswith(_TYPED_POLICIES)]
+)
+def test_policies_refuse_wrong_types_with_a_configuration_error(
+    build: Callable[[], object], words: tuple[str, ...]
+) -> None:
+    """APIKeyAuth, CircuitBreaker, RateLimit: any bad option, even of the wrong type, is a
+    ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        build()
+
+
+def test_a_bytes_key_is_never_sent_as_its_repr() -> None:
+    """APIKeyAuth(b"sk-...") fails when built instead of sending ``Bearer b'sk-...'``."""
+    with pytest.raises(ConfigurationError, match="api_key must be a str, got bytes"):
+        APIKeyAuth(bad(b"sk-live-0123456789"))

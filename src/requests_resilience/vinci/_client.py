@@ -368,7 +368,7 @@ class VinciClient:
         if response.status_code >= 400:  # a pipeline without StatusErrors
             redactor = self._adapter.pipeline.redactor
             raise status_error(response, redactor, self._clock.time())
-        body = json_body(response)
+        body = json_body(response, max_bytes=None)  # a success body: never capped
         what = op_name.removeprefix("vinci.")
         if not 200 <= response.status_code < 300:
             msg = f"unexpected {what} response: status {response.status_code}"

@@ -131,6 +131,7 @@ def build_pipeline(
     tracing: PolicySeam = DEFAULT,
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
+    origin: str | None = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -148,6 +149,8 @@ def build_pipeline(
         redis_url: a Redis that the preset's breaker and rate limit share with every
             process using it (``redis://...``; needs the ``redis`` extra); None to
             keep their state in this process. Policies you pass are left as they are.
+        origin: the only origin the key is sent to (see `APIKeyAuth`); `mount` passes
+            its base URL. None binds the key to the first request's origin.
 
     Returns:
         The frozen pipeline.
@@ -163,7 +166,7 @@ def build_pipeline(
         >>> pipeline.names
         ('status_errors', 'rate_limit', 'auth', 'tracing')
     """
-    auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR)
+    auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR, origin=origin)
     policies: list[PolicyLike] = [StatusErrors()]
     chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
@@ -261,5 +264,6 @@ def mount(
         tracing=tracing,
         extra_policies=extra_policies,
         redis_url=redis_url,
+        origin=base,
     )
     return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import requests
 
 from requests_resilience import (
     APIConnectionError,
@@ -93,7 +94,10 @@ def test_local_refusals_say_nothing_was_sent(error: Exception) -> None:
 
 def test_a_server_error_is_not_called_local() -> None:
     """A 5xx that came back from the server is sent, not checked locally."""
-    fields = error_fields(ServerError("502", status_code=502, request_id="req_9"))
+    response = requests.Response()
+    response.status_code = 502
+    error = ServerError("502", status_code=502, request_id="req_9", response=response)
+    fields = error_fields(error)
     assert (fields["sent"], fields["checked_locally"]) == (True, False)
     assert (fields["status"], fields["request_id"]) == (502, "req_9")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from requests_resilience.testing import FakeVinciServer
 from requests_resilience.testing._cli import load_fault_file, parse_fault_spec
 
 TIMEOUT = 5.0
@@ -159,3 +160,22 @@ def test_fault_files(tmp_path: Path) -> None:
     unknown.write_text(json.dumps({"fautls": []}))
     with pytest.raises(ValueError, match="unknown keys"):
         load_fault_file(unknown)
+
+
+def test_the_server_listens_on_the_host_it_is_given() -> None:
+    """host= (and --host) picks the address; base_url names it."""
+    with FakeVinciServer(host="127.0.0.2") as server:
+        assert server.host == "127.0.0.2"
+        assert server.base_url == f"http://127.0.0.2:{server.port}/api/v1"
+        answer = requests.get(
+            server.url("/billing/balance"),
+            headers={"Authorization": f"Bearer {server.api_key}"},
+            timeout=TIMEOUT,
+        )
+        assert answer.status_code == 200
+
+
+def test_a_blank_host_is_refused() -> None:
+    """An empty host is refused when the server is configured, naming the option."""
+    with pytest.raises(ValueError, match="host must be a non-empty address"):
+        FakeVinciServer(host="")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
+import signal
 import socket
 import subprocess
 import sys
@@ -312,3 +314,46 @@ def test_verbose_is_accepted(fake_vinci: FakeVinciServer) -> None:
     assert result.returncode == 6
     assert "NotFoundError" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.fake_vinci(polls_to_complete=10_000)
+@pytest.mark.parametrize("json_mode", [False, True], ids=["text", "json"])
+def test_ctrl_c_during_wait_exits_130_and_names_the_job(
+    fake_vinci: FakeVinciServer, json_mode: bool
+) -> None:
+    """SIGINT while --wait polls: exit 130, and the job's id, since the job goes on."""
+    command = [sys.executable, "-m", "requests_resilience.vinci"]
+    command += ["--base-url", fake_vinci.base_url, "generate", "a fox", "--wait"]
+    command += ["--poll-interval", "0.05", *(["--json"] if json_mode else [])]
+    with subprocess.Popen(
+        command,
+        env=cli_env(fake_vinci.api_key),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        for _ in range(600):  # until it polls the job it created (bounded: 60 s at most)
+            if fake_vinci.count("GET", "/status/*") >= 2:
+                break
+            try:
+                process.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                continue
+            break
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert stdout == ""
+    (job,) = {
+        r.path.rsplit("/", 1)[1] for r in fake_vinci.requests if r.path.startswith("/status/")
+    }
+    if json_mode:
+        error = json.loads(stderr)["error"]
+        assert (error["type"], error["request_id"], error["exit_code"]) == (
+            "Interrupted",
+            job,
+            130,
+        )
+    else:
+        assert f"interrupted: job {job} was created and goes on" in stderr
+    assert "Traceback" not in stderr

@@ -153,6 +153,20 @@ class UsageError(Exception):
         self.usage = usage
 
 
+class Interrupted(Exception):  # noqa: N818 - what happened, not an error of the API
+    """Ctrl-C stopped the command (exit code 130); the job it was about, if any.
+
+    Attributes:
+        request_id: the job created before the interruption (it goes on at the
+            server: poll it with ``vinci status``), or None.
+    """
+
+    def __init__(self, request_id: str | None = None) -> None:
+        what = f": job {request_id} was created and goes on" if request_id else ""
+        super().__init__(f"interrupted{what}")
+        self.request_id = request_id
+
+
 def exit_code_for(error: BaseException) -> int:
     """The exit code for `error` (see `EXIT_CODES`).
 
@@ -165,6 +179,8 @@ def exit_code_for(error: BaseException) -> int:
     """
     if isinstance(error, UsageError):
         return EXIT_USAGE
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+        return EXIT_INTERRUPTED
     if isinstance(error, RetryBudgetExhaustedError) and error.__cause__ is not None:
         return exit_code_for(error.__cause__)
     for kind, code in _EXIT_BY_ERROR:
@@ -223,6 +239,8 @@ def _human_error(fields_: Mapping[str, Any], usage: str) -> list[str]:
     code = fields_["exit_code"]
     if fields_["type"] == "UsageError":
         return [*([usage.rstrip()] if usage else []), f"error: {fields_['message']}"]
+    if fields_["type"] == "Interrupted":
+        return [str(fields_["message"])]
     if fields_["type"] in ("ConfigurationError", "VinciInputError", "MissingAPIKeyError"):
         return [f"error: {fields_['message']}", f"  exit:        {code} ({_exit_name(code)})"]
     head = f"error: {fields_['type']}"
@@ -544,14 +562,17 @@ def _generate(args: argparse.Namespace, out: Output) -> int:
             out.note(f"poll it with: vinci status {job.request_id}")
             return EXIT_OK
         out.note(created)
-        with _progress(out) as show:
-            done = client.wait(
-                job,
-                timeout=args.timeout,
-                poll_interval=args.poll_interval,
-                max_poll_interval=max(args.poll_interval, 30.0),
-                on_progress=show,
-            )
+        try:
+            with _progress(out) as show:
+                done = client.wait(
+                    job,
+                    timeout=args.timeout,
+                    poll_interval=args.poll_interval,
+                    max_poll_interval=max(args.poll_interval, 30.0),
+                    on_progress=show,
+                )
+        except KeyboardInterrupt as exc:
+            raise Interrupted(job.request_id) from exc
     out.result(_as_dict(done), _status_lines(done))
     return EXIT_OK
 
@@ -688,8 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, out)
     except KeyboardInterrupt:
-        out.note("interrupted")
-        return EXIT_INTERRUPTED
+        return out.error(Interrupted())
     except Exception as exc:
         if exit_code_for(exc) == EXIT_ERROR and not isinstance(exc, APIError):
             raise  # a bug, not an outcome: let the traceback show

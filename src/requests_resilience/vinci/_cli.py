@@ -84,7 +84,7 @@ class ExitCode:
 
     Attributes:
         code: the process's exit status.
-        name: a short name, also the ``"exit"`` word of ``--json`` errors' table.
+        name: a short name, shown by ``vinci --help`` and in errors (``exit: 6 (not_found)``).
         meaning: when the command exits with it.
     """
 

@@ -95,3 +95,30 @@ def test_block_runs(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
     code = compile(block.code, block.id, "exec")
     with contextlib.redirect_stdout(io.StringIO()):
         exec(code, {"__name__": f"docs_{block.page}"})
+
+
+_MERMAID = re.compile(r"^```mermaid\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+_DIAGRAM_TYPES = ("flowchart ", "sequenceDiagram", "stateDiagram-v2")
+
+
+def _mermaid_blocks() -> list[tuple[str, str]]:
+    return [
+        (path.relative_to(DOCS).as_posix(), match.group(1))
+        for path in sorted(DOCS.rglob("*.md"))
+        for match in _MERMAID.finditer(path.read_text(encoding="utf-8"))
+    ]
+
+
+def test_the_diagrams_are_there() -> None:
+    """The pipeline's path and order, the retry decisions and the breaker's states."""
+    pages = [page for page, _ in _mermaid_blocks()]
+    assert pages.count("concepts.md") >= 3
+    assert "guides/breaker.md" in pages
+
+
+@pytest.mark.parametrize(("page", "diagram"), _mermaid_blocks(), ids=lambda v: v[:40])
+def test_diagram_is_well_formed(page: str, diagram: str) -> None:
+    """A known diagram type, and no ';' in its text: Mermaid ends a statement there,
+    and the page then shows the diagram's source instead of the diagram."""
+    assert diagram.startswith(_DIAGRAM_TYPES), page
+    assert ";" not in diagram, page

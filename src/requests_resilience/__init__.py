@@ -16,6 +16,9 @@ Everything public is importable from here; the modules starting with ``_`` are
 private.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from requests_resilience._adapter import PipelineAdapter, mount
 from requests_resilience._auth import APIKeyAuth
 from requests_resilience._breaker import (
@@ -65,6 +68,16 @@ from requests_resilience._ratelimit import RateLimit, RateLimitStatus, rate_limi
 from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, operation, route
+
+try:
+    __version__: str = _distribution_version("requests-resilience")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree, not installed
+    __version__ = "0.0.0+unknown"
+"""The installed distribution's version (PEP 440), e.g. ``"0.1.0"``.
+
+Read from the package metadata, so it is the version pip installed; ``"0.0.0+unknown"``
+when the package is imported from a source tree that was never installed.
+"""
 
 __all__ = [
     "DEFAULT_STATUS_ERRORS",

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from requests_resilience.testing import FakeClock
 from requests_resilience.vinci import DemoReport, print_report, run_demo
-from requests_resilience.vinci._demo import AttemptStats
+from requests_resilience.vinci._demo import AttemptStats, report_rows
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,48 @@ def test_the_stats_policy_counts_retries_by_reason() -> None:
     assert snapshot["retry_waits"] == {"status 503": 0.5}
     assert snapshot["outcomes"] == {"200": 1}
     assert snapshot["calls"] == 0
+
+
+def test_every_charged_job_is_accounted_for(report: DemoReport) -> None:
+    """The server's charged jobs = the jobs the client saw + those whose answer was lost."""
+    assert report.jobs_seen >= report.completed + report.failed
+    assert report.server_jobs_created - report.jobs_seen == 1  # the scripted 500-after
+    row = dict(report_rows(report))["jobs charged by the server"]
+    assert row.startswith(f"{report.server_jobs_created}, $")
+    assert f": {report.completed} completed + {report.failed} failed + " in row
+    lost_waiting = report.jobs_seen - report.completed - report.failed
+    if lost_waiting:
+        assert f" + {lost_waiting} created, then lost while waiting + " in row
+    assert row.count(" + ") == 2 + (lost_waiting > 0)
+    assert "1 created whose answer the client never read" in row
+    assert "a 500 after the server acted" in row
+
+
+def test_errors_show_request_ids_or_say_why_there_is_none(report: DemoReport) -> None:
+    """Each error row shows the ids the server gave, and says why the others have none."""
+    rows = dict(report_rows(report))
+    assert rows["error JobFailedError"].startswith(f"x{report.failed}: req_")
+    for name, ids in report.errors.items():
+        row = rows[f"error {name}"]
+        assert ("req_" in row) == any(i.startswith("req_") for i in ids), name
+        assert ("nothing was sent" in row) == ("not sent" in ids), name
+        assert ("carried no request id" in row) == ("-" in ids), name
+    assert any("not sent" in ids for ids in report.errors.values())  # a local refusal
+    assert "(no request id)" not in " ".join(rows.values())
+
+
+def test_waits_are_said_to_be_summed_over_the_threads(report: DemoReport) -> None:
+    """The retry waits are labelled as a sum over the threads, next to the run's time."""
+    row = dict(report_rows(report))["retries by reason"]
+    total = sum(report.retry_waits.values())
+    assert f"waits summed over the {report.threads} threads, {total:.2f}s in all" in row
+    assert f"the run took {report.elapsed:.2f}s" in row
+
+
+def test_attempts_are_split_into_wire_and_breaker(report: DemoReport) -> None:
+    """The attempts row adds up: on the wire + refused by the open breaker."""
+    row = dict(report_rows(report))["attempts"]
+    assert row == (
+        f"{report.attempts}: {report.wire_attempts} on the wire + "
+        f"{report.breaker_rejections} refused by the open breaker before sending"
+    )

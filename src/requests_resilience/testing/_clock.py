@@ -45,6 +45,11 @@ class FakeClock:
         self._random = random.Random(seed)  # noqa: S311 - test jitter
         self._random_value = random_value
         self.sleeps: list[float] = []
+        """Every wait asked of `sleep()`, in seconds, oldest first (negative ones too).
+
+        Assert a backoff schedule with it: ``assert clock.sleeps == [0.5, 1.0]``. It is
+        the clock's own list: read it, do not change it while the clock is in use.
+        """
 
     def monotonic(self) -> float:
         """The virtual monotonic time."""

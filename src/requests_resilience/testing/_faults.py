@@ -16,6 +16,10 @@ groups:
 
 ``reset_mid_body``, ``truncated`` and ``stall_after_headers`` shape the endpoint's real
 answer, so the endpoint runs (and charges) for them too.
+
+Presets for the common cases, one line each: ``rate_limited(retry_after=...)`` (a 429
+worded as the API words it), ``insufficient_balance()`` (a 402), ``outage(n)`` (the next
+``n`` requests get a 503) and ``delay(seconds)`` (a slow response).
 """
 
 from __future__ import annotations
@@ -175,6 +179,80 @@ class Fault:
             payload=payload,
             after=after,
         )
+
+    @classmethod
+    def rate_limited(cls, retry_after: float | str | None = 60, *, after: bool = False) -> Fault:
+        """A 429 as the Vinci API words it, with ``Retry-After`` (the common case, in a line).
+
+        The body is ``{"detail": "Rate limit exceeded. Try again in N seconds."}``. A
+        client's `Retry` honours ``Retry-After`` up to its ``max_retry_after`` (60 s by
+        default): ``Fault.rate_limited(retry_after=3600)`` makes the call fail at once
+        with `RateLimitError`, without scripting one 429 per attempt.
+
+        Args:
+            retry_after: Sent as ``Retry-After`` (seconds or an HTTP date); None sends
+                none (the real API does not document the header).
+            after: Run the endpoint first (the request counts, a job is charged).
+
+        Returns:
+            The fault.
+
+        Example:
+            >>> server.script(Fault.rate_limited(retry_after=3600))  # doctest: +SKIP
+        """
+        seconds = 60
+        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
+            seconds = max(math.ceil(retry_after), 0)
+        detail = f"Rate limit exceeded. Try again in {seconds} seconds."
+        return cls.status(429, retry_after=retry_after, body={"detail": detail}, after=after)
+
+    @classmethod
+    def insufficient_balance(cls, balance: float = 0.0, required: float = 0.25) -> Fault:
+        """A 402 as the Vinci API words it: the balance does not cover the job.
+
+        The body is ``{"detail": "Insufficient balance. Current balance: $0.00,
+        required: $0.25"}``; the server creates and charges nothing. (To make the
+        server refuse for real, set ``server.balance_usd`` instead.)
+
+        Args:
+            balance: The balance the detail states.
+            required: The cost the detail states.
+
+        Returns:
+            The fault.
+
+        Example:
+            >>> server.script(Fault.insufficient_balance(1.25, 2.50))  # doctest: +SKIP
+        """
+        detail = (
+            f"Insufficient balance. Current balance: ${balance:.2f}, required: ${required:.2f}"
+        )
+        return cls.status(402, body={"detail": detail})
+
+    @classmethod
+    def outage(
+        cls, requests: int = 1, *, status: int = 503, retry_after: str | float | None = None
+    ) -> tuple[Fault, ...]:
+        """The next ``requests`` requests fail with ``status``: an outage counted in requests.
+
+        ``FakeVinciServer.script`` takes the tuple as it is (``server.script(
+        Fault.outage(3))``). For an outage measured in time instead, use
+        ``FakeVinciServer.outage(seconds)``.
+
+        Args:
+            requests: How many requests fail, at least 1.
+            status: The status they get, 200 to 599 (503 by default).
+            retry_after: Sent as ``Retry-After`` on each; none if None.
+
+        Returns:
+            The faults, one per request.
+
+        Example:
+            >>> server.script(Fault.outage(3, retry_after=0.1))  # doctest: +SKIP
+        """
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise ValueError(f"requests must be an int >= 1, got {requests!r}")
+        return (cls.status(status, retry_after=retry_after),) * requests
 
     @classmethod
     def body(

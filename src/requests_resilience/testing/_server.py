@@ -107,6 +107,7 @@ class FakeVinciServer:
         rate_limit: RateLimitConfig | None = None,
         send_request_id_header: bool = False,
         port: int = 0,
+        host: str = HOST,
     ) -> None:
         """Configure the server; nothing listens until :meth:`start`.
 
@@ -123,6 +124,8 @@ class FakeVinciServer:
             send_request_id_header: Add an ``X-Request-ID`` header to every answer (the
                 real API does not document one).
             port: The port to listen on; 0 picks a free one.
+            host: The address to listen on; loopback (``127.0.0.1``) by default. The
+                server is for tests: give another address only on a network you trust.
 
         Raises:
             ValueError: If an option is out of range; the message names the option.
@@ -139,6 +142,7 @@ class FakeVinciServer:
             rate_limit=rate_limit,
             send_request_id_header=send_request_id_header,
             port=port,
+            host=host,
         )
         self._state = VinciState(self._options)
         self._tracker = ConnectionTracker(self._state.lock)
@@ -168,14 +172,15 @@ class FakeVinciServer:
         self._stopping = threading.Event()
         try:
             httpd = make_server(
-                HOST,
+                self._options.host,
                 self._options.port,
                 self._app,
                 threaded=True,
                 request_handler=handler_class(self._tracker),
             )
         except SystemExit as exc:  # werkzeug exits when the port is taken
-            raise OSError(f"cannot listen on {HOST}:{self._options.port}") from exc
+            where = f"{self._options.host}:{self._options.port}"
+            raise OSError(f"cannot listen on {where}") from exc
         # Connection threads are daemons, and stop() closes their sockets itself: do not
         # let server_close() join them (a kept-alive idle connection would block it).
         httpd.block_on_close = False  # type: ignore[attr-defined]
@@ -228,8 +233,8 @@ class FakeVinciServer:
 
     @property
     def host(self) -> str:
-        """The address the server listens on, ``127.0.0.1``."""
-        return HOST
+        """The address the server listens on (``127.0.0.1`` unless ``host`` was given)."""
+        return self._options.host
 
     @property
     def port(self) -> int:
@@ -245,7 +250,9 @@ class FakeVinciServer:
     @property
     def base_url(self) -> str:
         """The API base URL, ``http://127.0.0.1:<port>/api/v1``."""
-        return f"http://{HOST}:{self.port}{BASE_PATH}"
+        host = self._options.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}{BASE_PATH}"
 
     def url(self, path: str) -> str:
         """Return the URL of ``path`` relative to the API base (``"/billing/balance"``)."""
@@ -258,7 +265,12 @@ class FakeVinciServer:
 
     # -- faults -------------------------------------------------------------------------
 
-    def script(self, *faults: Fault, path: str | None = None, method: str | None = None) -> None:
+    def script(
+        self,
+        *faults: Fault | Iterable[Fault],
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
         """Queue faults, one per next request matching ``path`` and ``method``, in order.
 
         Each matching request takes the oldest queued fault it matches; requests that
@@ -266,7 +278,8 @@ class FakeVinciServer:
         an outage.
 
         Args:
-            *faults: The faults, in the order they apply.
+            *faults: The faults, in the order they apply; a sequence of faults (such
+                as ``Fault.outage(3)``) counts as its items.
             path: Only requests to this path, relative to the API base
                 (``"/generate/text-to-video"``); ``fnmatch`` patterns such as
                 ``"/status/*"`` work. None matches every path.
@@ -276,10 +289,14 @@ class FakeVinciServer:
             TypeError: If an item of ``faults`` is not a :class:`Fault`.
             ValueError: If ``path`` does not start with ``/``.
         """
-        for fault in faults:
-            if not isinstance(fault, Fault):
-                raise TypeError(f"script() takes Fault objects, got {fault!r}")
-        self._state.script(faults, _normalise_path(path), method.upper() if method else None)
+        queued: list[Fault] = []
+        for item in faults:
+            group: list[object] = [item] if isinstance(item, Fault) else _fault_group(item)
+            for fault in group:
+                if not isinstance(fault, Fault):
+                    raise TypeError(f"script() takes Fault objects, got {fault!r}")
+                queued.append(fault)
+        self._state.script(queued, _normalise_path(path), method.upper() if method else None)
 
     def outage(
         self, seconds: float, *, status: int = 503, retry_after: str | float | None = None
@@ -375,6 +392,12 @@ class FakeVinciServer:
         The balance, jobs, keys and faults are kept.
         """
         self._state.reset_stats()
+
+
+def _fault_group(item: object) -> list[object]:
+    if isinstance(item, (str, bytes)) or not isinstance(item, Iterable):
+        raise TypeError(f"script() takes Fault objects, got {item!r}")
+    return list(item)
 
 
 def _price(value: float) -> Decimal:

@@ -146,6 +146,7 @@ class ServerOptions:
     rate_limit: RateLimitConfig | None = None
     send_request_id_header: bool = False
     port: int = 0
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -163,6 +164,8 @@ class ServerOptions:
             raise ValueError(f"port must be an int, got {self.port!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, got {self.port!r}")
+        if not isinstance(self.host, str) or not self.host or self.host != self.host.strip():
+            raise ValueError(f"host must be a non-empty address, got {self.host!r}")
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimitConfig):
             raise ValueError(f"rate_limit must be a RateLimitConfig, got {self.rate_limit!r}")
 

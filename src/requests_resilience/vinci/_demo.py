@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 
 from requests_resilience._breaker import CircuitBreaker
-from requests_resilience._errors import APIError, CircuitOpenError, InsufficientBalanceError
+from requests_resilience._errors import (
+    APIError,
+    CircuitOpenError,
+    InsufficientBalanceError,
+    refused_locally,
+)
 from requests_resilience._retry import Retry
 from requests_resilience._tracing import Tracing
 from requests_resilience.vinci._client import VinciClient
@@ -50,7 +55,8 @@ _PROMPTS = (
 )
 _DURATION = 5
 _PRICE = 0.05
-_NO_ID = "-"
+_NO_ID = "-"  # the server's answer carried no request id
+_NOT_SENT = "not sent"  # refused locally: there was no request, so no id
 
 
 class AttemptStats:
@@ -146,6 +152,10 @@ class DemoReport:
         failed: jobs that ended ``failed`` (`JobFailedError`).
         refused_locally: jobs the balance pre-check refused without a request.
         errored: jobs lost to another error while creating or waiting.
+        errored_by_type: the errored jobs by error type.
+        jobs_seen: jobs whose creation answer the client read (it knew their id);
+            ``server_jobs_created - jobs_seen`` were created and charged although
+            their answer was lost (a 500 after the server acted).
         calls: logical calls that entered the pipeline (creates, polls, balance reads).
         attempts: attempts the stats policy saw (retries included).
         wire_attempts: attempts that went to the transport.
@@ -156,10 +166,13 @@ class DemoReport:
         server_requests: requests the server received (its own counter).
         server_by_endpoint: the server's requests by ``"METHOD /path"``.
         server_jobs_created: jobs the server created (and charged).
-        errors: error type -> the request ids involved (``"-"`` when none was known).
+        errors: error type -> the request ids involved: ``"-"`` where the server's
+            answer carried none, ``"not sent"`` where a policy refused the call
+            locally (there was no request, so no id).
         start_balance_usd: the account's balance before the run.
         end_balance_usd: the account's balance after the run.
-        elapsed: wall-clock seconds the run took.
+        elapsed: wall-clock seconds the run took (the retry waits are summed over
+            the threads, so they can add up to more).
         pipeline: the pipeline's description.
     """
 
@@ -169,6 +182,8 @@ class DemoReport:
     failed: int
     refused_locally: int
     errored: int
+    errored_by_type: Mapping[str, int]
+    jobs_seen: int
     calls: int
     attempts: int
     wire_attempts: int
@@ -198,13 +213,25 @@ class _Tally:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.errors: defaultdict[str, list[str]] = defaultdict(list)
+        self.errored: Counter[str] = Counter()
+        self.seen = 0
+
+    def saw_job(self) -> None:
+        """The client read a job's creation answer (it knows the job's id)."""
+        with self.lock:
+            self.seen += 1
 
     def count(self, kind: str, error: BaseException | None = None) -> None:
-        request_id = getattr(error, "request_id", None)
+        if error is not None and refused_locally(error):
+            marker = _NOT_SENT
+        else:
+            marker = getattr(error, "request_id", None) or _NO_ID
         with self.lock:
             self.counts[kind] += 1
             if error is not None:
-                self.errors[type(error).__name__].append(request_id or _NO_ID)
+                self.errors[type(error).__name__].append(marker)
+                if kind == "errored":
+                    self.errored[type(error).__name__] += 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +259,7 @@ class _Run:
         except APIError as exc:
             self.tally.count("errored", exc)
             return
+        self.tally.saw_job()
         try:
             self.client.wait(
                 job,
@@ -373,6 +401,8 @@ def run_demo(
             failed=tally.counts["failed"],
             refused_locally=tally.counts["refused"],
             errored=tally.counts["errored"],
+            errored_by_type=_frozen(tally.errored),
+            jobs_seen=tally.seen,
             calls=counts["calls"],
             attempts=counts["attempts"],
             wire_attempts=counts["wire_attempts"],
@@ -404,15 +434,121 @@ def _counts(mapping: Mapping[str, int]) -> str:
 
 
 def _ids(ids: tuple[str, ...], limit: int = 3) -> str:
-    known = [i for i in ids if i != _NO_ID]
-    if not known:
-        return "- (no request id)"
-    shown = ", ".join(known[:limit])
-    return shown + (f" (+{len(known) - limit} more)" if len(known) > limit else "")
+    """The request ids of one error type, and why the others have none."""
+    known = [i for i in ids if i not in (_NO_ID, _NOT_SENT)]
+    parts: list[tuple[int, str]] = []
+    if known:
+        shown = ", ".join(known[:limit])
+        more = f" (+{len(known) - limit} more)" if len(known) > limit else ""
+        parts.append((len(known), shown + more))
+    if ids.count(_NOT_SENT):
+        why = "refused locally, nothing was sent: no request id exists"
+        parts.append((ids.count(_NOT_SENT), why))
+    if ids.count(_NO_ID):
+        parts.append((ids.count(_NO_ID), "the server's error answer carried no request id"))
+    if len(parts) == 1:
+        return parts[0][1]
+    return "; ".join(f"{count}: {text}" for count, text in parts)
+
+
+def _jobs_row(report: DemoReport) -> str:
+    errored = ""
+    if report.errored:
+        kinds = ", ".join(f"{name} x{n}" for name, n in report.errored_by_type.items())
+        errored = f" ({kinds})"
+    return (
+        f"{report.completed} completed, {report.failed} failed (the job ended 'failed' at "
+        f"the server), {report.refused_locally} refused locally by the balance pre-check "
+        f"(nothing sent), {report.errored} errored{errored}"
+    )
+
+
+def _charged_row(report: DemoReport) -> str:
+    """The jobs the server charged for, and which of the client's jobs they were."""
+    spent = report.start_balance_usd - report.end_balance_usd
+    parts = [f"{report.completed} completed", f"{report.failed} failed"]
+    lost_waiting = report.jobs_seen - report.completed - report.failed
+    if lost_waiting > 0:
+        parts.append(f"{lost_waiting} created, then lost while waiting")
+    unseen = report.server_jobs_created - report.jobs_seen
+    if unseen > 0:
+        parts.append(
+            f"{unseen} created whose answer the client never read (a 500 after the "
+            "server acted: charged, and not re-sent, since a POST with an unknown "
+            "outcome is not retried)"
+        )
+    return (
+        f"{report.server_jobs_created}, ${spent:.2f} in all (balance "
+        f"${report.start_balance_usd:.2f} -> ${report.end_balance_usd:.2f}): " + " + ".join(parts)
+    )
+
+
+def _retries_row(report: DemoReport) -> str:
+    if not report.retries:
+        if report.retry_policy_present:
+            return "none"
+        return "none: no retry policy in this pipeline, every fault reached the caller"
+    total = sum(report.retry_waits.values())
+    each = ", ".join(
+        f"{reason}: {count} (waited {report.retry_waits.get(reason, 0.0):.2f}s)"
+        for reason, count in report.retries.items()
+    )
+    return (
+        f"{sum(report.retries.values())}; waits summed over the {report.threads} threads, "
+        f"{total:.2f}s in all, while the run took {report.elapsed:.2f}s: {each}"
+    )
+
+
+def _attempts_row(report: DemoReport) -> str:
+    refused = report.attempts - report.wire_attempts
+    return (
+        f"{report.attempts}: {report.wire_attempts} on the wire + {refused} refused by "
+        "the open breaker before sending"
+    )
+
+
+def _server_row(report: DemoReport) -> str:
+    if report.server_requests == report.wire_attempts:
+        return f"{report.server_requests}, the server's own count: one per attempt on the wire"
+    return (
+        f"{report.server_requests}, the server's own count, against "
+        f"{report.wire_attempts} attempts on the wire"
+    )
+
+
+def report_rows(report: DemoReport) -> list[tuple[str, str]]:
+    """The report as ``(measure, value)`` rows, each figure explained where it stands.
+
+    Example:
+        >>> dict(report_rows(report))["jobs charged by the server"]
+        '18, $4.50 in all (balance $4.50 -> $0.00): 16 completed + 1 failed + 1 created ...'
+    """
+    rows = [
+        ("jobs", _jobs_row(report)),
+        ("logical calls", f"{report.calls} (creates, polls, balance reads)"),
+        ("attempts", _attempts_row(report)),
+        ("attempt outcomes", _counts(report.outcomes)),
+        ("retries by reason", _retries_row(report)),
+        (
+            "refused by open breaker",
+            f"{report.breaker_rejections} attempts (checked locally, nothing was sent)",
+        ),
+        ("requests at the server", _server_row(report)),
+        ("  by endpoint", _counts(report.server_by_endpoint)),
+        ("jobs charged by the server", _charged_row(report)),
+    ]
+    if report.errors:
+        rows.extend(
+            (f"error {name}", f"x{len(ids)}: {_ids(ids)}") for name, ids in report.errors.items()
+        )
+    else:
+        rows.append(("errors", "none"))
+    rows.append(("time taken", f"{report.elapsed:.2f}s of wall-clock time"))
+    return rows
 
 
 def print_report(report: DemoReport, console: Console | None = None) -> None:
-    """Print the report as rich tables.
+    """Print the report as a rich table, then the pipeline's description.
 
     Args:
         report: what `run_demo` returned.
@@ -438,40 +574,10 @@ def print_report(report: DemoReport, console: Console | None = None) -> None:
     )
     table.add_column("measure", style="bold")
     table.add_column("value", overflow="fold")
-    jobs = (
-        f"{report.completed} completed, {report.failed} failed, "
-        f"{report.refused_locally} refused locally (balance), {report.errored} errored"
-    )
-    table.add_row("jobs", jobs)
-    table.add_row("logical calls", f"{report.calls} (creates, polls, balance reads)")
-    table.add_row("attempts", f"{report.attempts} ({report.wire_attempts} on the wire)")
-    table.add_row("attempt outcomes", _counts(report.outcomes))
-    if report.retries:
-        retries = ", ".join(
-            f"{reason}: {count} (waited {report.retry_waits.get(reason, 0.0):.2f}s)"
-            for reason, count in report.retries.items()
-        )
-    elif report.retry_policy_present:
-        retries = "none"
-    else:
-        retries = "none: no retry policy in this pipeline, every fault reached the caller"
-    table.add_row("retries by reason", retries)
-    table.add_row("refused by open breaker", str(report.breaker_rejections))
-    table.add_row("requests at the server", str(report.server_requests))
-    table.add_row("  by endpoint", _counts(report.server_by_endpoint))
-    table.add_row(
-        "jobs charged by the server",
-        f"{report.server_jobs_created} "
-        f"(balance ${report.start_balance_usd:.2f} -> ${report.end_balance_usd:.2f})",
-    )
-    if report.errors:
-        for name, ids in report.errors.items():
-            table.add_row(f"error {name}", f"x{len(ids)}: {_ids(ids)}")
-    else:
-        table.add_row("errors", "none")
-    table.add_row("time taken", f"{report.elapsed:.2f}s")
+    for measure, value in report_rows(report):
+        table.add_row(measure, value)
     console.print(table)
-    console.print(report.pipeline, highlight=False, soft_wrap=True)
+    console.print(report.pipeline, highlight=False, soft_wrap=True, markup=False)
 
 
 # -- --trace --------------------------------------------------------------------------

@@ -302,168 +302,35 @@ class Retry:
 
     # -- the policy ---------------------------------------------------------------
 
-    def send(self, call: Call, next: Next) -> Response:  # noqa: PLR0912, PLR0915
-        """Send the call, retrying failed attempts as the module docstring describes."""
+    def send(self, call: Call, next: Next) -> Response:
+        """Send the call, retrying failed attempts as the module docstring describes.
+
+        This is the synchronous driver: `_Run` makes every decision (retry or not, how
+        long to wait, whether the budget allows it) without I/O; the driver sends, drains
+        and sleeps as it is told, like tenacity's ``Retrying`` around ``iter()``.
+        """
+        run = _Run(self, call)
         clock = call.clock
-        start = clock.monotonic()
-        budget = self.budget
-        deadline = call.deadline
-        if self.timeout is not None:
-            own = start + self.timeout  # type: ignore[operator]
-            deadline = own if deadline is None else min(deadline, own)
-        request = call.request
-        method = (request.method or "GET").upper()
-        headers = request.headers
-        if (
-            self.add_idempotency_key
-            and method not in self.idempotent_methods
-            and self.idempotency_header not in headers
-        ):
-            headers[self.idempotency_header] = uuid.uuid4().hex
-        idempotent = method in self.idempotent_methods or self.idempotency_header in headers
-        rewindable, why_not = _rewindable(request)
-        template = headers.copy() if self.max_attempts > 1 else headers
-
-        history: list[Attempt] = []
-        attempt = 1
-        step = 0  # waits so far: the backoff grows with each
-        waited = 0.0
-        cost: float | None = None  # what the current attempt's retry cost the budget
-        previous_wait = float(self.initial_delay)  # type: ignore[arg-type]
-        attempt_call = self._first_call(call, deadline, start)
+        action: _Send | _Wait | _Done = _Send(run.first_call())
         while True:
-            began = clock.monotonic()
-            response: Response | None = None
-            error: APIError | requests.RequestException | None = None
-            try:
-                response = next(attempt_call)
-            except requests.RequestException as exc:  # APIError is one
-                error = exc
-            except BaseException:
-                if cost is not None and budget is not None:
-                    budget._refund(cost)  # interrupted: the retry's token goes back
-                raise
-            outcome = self.classify(response, error)
-            if outcome is Outcome.SUCCESS:
-                if budget is not None:
-                    budget._record(clock.monotonic(), failed=False)
-                    if cost is not None:
-                        budget._refund(cost)  # a retry that worked is free
-                if attempt == 1:
-                    return response  # type: ignore[return-value] # the hot path: nothing to record
-            record = Attempt(
-                number=attempt,
-                status_code=response.status_code if response is not None else None,
-                error=type(error).__name__ if error is not None else None,
-                duration=clock.monotonic() - began,
-            )
-            if budget is not None and outcome is not Outcome.SUCCESS:
-                if isinstance(error, CircuitOpenError):
-                    if cost is not None:
-                        budget._refund(cost)  # the retry never reached the wire
-                elif response is not None or isinstance(error, APIConnectionError):
-                    # The server's health, for the budget: a 4xx says it is up.
-                    budget._record(clock.monotonic(), failed=outcome is not Outcome.FATAL)
-
-            # Decide whether to try again, and after how long.
-            stop: str | None = None
-            server_wait: float | None = None
-            if outcome is Outcome.SUCCESS:
-                stop = "success"
-            elif outcome is Outcome.FATAL:
-                stop = "not retryable"
-            elif outcome is Outcome.UNKNOWN and not idempotent:
-                stop = "not retried: outcome unknown and the request is not idempotent"
-            elif not rewindable:
-                stop = why_not
-            else:
-                server_wait = self._server_wait(response, error, clock.time())
-                if server_wait is not None and server_wait > self.max_retry_after:  # type: ignore[operator]
-                    stop = f"not retried: asked to wait {server_wait:g}s, over max_retry_after"
-            if stop is not None:
-                return self._finish(history, record, stop, response, error)
-
-            blocked = False  # the budget refused a token at least once for this retry
-            # After an open breaker's refusal the breaker rations the next attempt (it is
-            # refused locally again, or admitted as its probe): it needs no token.
-            budgeted = budget if not isinstance(error, CircuitOpenError) else None
-            while True:
-                if attempt >= self.max_attempts:
-                    stop = "attempts exhausted"
-                    break
-                step += 1
-                if isinstance(error, CircuitOpenError):
-                    # An open breaker's "retry after" is a floor, not a schedule: a call
-                    # that keeps meeting a busy half-open breaker must not burn its
-                    # attempts in a few milliseconds, so it waits its backoff step too.
-                    wait = max(server_wait or 0.0, self._backoff(step, previous_wait, 1.0))
-                elif server_wait is not None:
-                    wait = server_wait
+            if isinstance(action, _Send):
+                began = clock.monotonic()
+                try:
+                    response = next(action.call)
+                except requests.RequestException as exc:  # APIError is one
+                    action = run.observed(None, exc, began)
+                except BaseException:
+                    run.interrupted()
+                    raise
                 else:
-                    # A step that only waits for a budget token sends nothing, so it needs
-                    # no jitter: it waits the full backoff, keeping the caller's patience.
-                    wait = self._backoff(step, previous_wait, 1.0 if blocked else clock.random())
-                    previous_wait = wait
-                now = clock.monotonic()
-                if deadline is not None and now + wait > deadline:
-                    stop = "deadline would pass during the wait"
-                    break
-                if blocked and waited + wait > self._patience():
-                    stop = "retry budget empty"  # waited for a token as long as the schedule
-                    break
-                if budgeted is not None and self.fail_fast_on_budget:
-                    cost = budgeted._spend(now)
-                    if cost is None:
-                        blocked = True
-                        stop = "retry budget empty"
-                        break
-                reason = "retry budget empty" if blocked else _reason(response, error, server_wait)
-                record = _with_wait(record, record.wait + wait, reason)
-                self._report(
-                    call,
-                    record,
-                    wait=wait,
-                    reason=reason,
-                    response=response,
-                    server_wait=server_wait,
-                    start=start,
-                )
-                if response is not None and not blocked:
-                    _discard(response)  # its connection goes back to the pool before we wait
-                clock.sleep(wait)
-                waited += wait
-                if budgeted is None:
-                    cost = None
-                    break
-                if self.fail_fast_on_budget:
-                    break  # its token was taken before the wait
-                cost = budgeted._spend(clock.monotonic())
-                if cost is not None:
-                    break
-                blocked = True  # no token: keep our patience and wait for the next step
-                server_wait = None
-            if stop is not None and blocked:  # the budget, not the server, stopped the call
-                return self._budget_exhausted(history, record, response, error)
-            if stop is not None:
-                return self._finish(history, record, stop, response, error)
-
-            history.append(record)
-            attempt += 1
-            if (
-                rewindable is True
-                and request.body is not None
-                and not isinstance(request.body, bytes | str)
-            ):
-                rewind_body(request)
-            fresh = request.copy()
-            fresh.headers = template.copy()
-            attempt_call = call.evolve(
-                request=fresh,
-                attempt=attempt,
-                history=tuple(history),
-                deadline=deadline,
-                timeout=self._attempt_timeout(call.timeout, deadline, clock.monotonic()),
-            )
+                    action = run.observed(response, None, began)
+            elif isinstance(action, _Wait):
+                if action.discard is not None:
+                    _discard(action.discard)  # its connection goes back to the pool first
+                clock.sleep(action.seconds)
+                action = run.slept()
+            else:
+                return action.result()
 
     # -- helpers --------------------------------------------------------------------
 
@@ -557,46 +424,6 @@ class Retry:
         for hook in self.on_retry:
             hook(details)
 
-    @staticmethod
-    def _finish(
-        history: list[Attempt],
-        record: Attempt,
-        reason: str,
-        response: Response | None,
-        error: BaseException | None,
-    ) -> Response:
-        history.append(_with_wait(record, record.wait, reason))
-        final = tuple(history)
-        if error is not None:
-            if isinstance(error, APIError):
-                error.history = final
-            raise error
-        assert response is not None
-        set_attempts(response, final)
-        return response
-
-    @staticmethod
-    def _budget_exhausted(
-        history: list[Attempt],
-        record: Attempt,
-        response: Response | None,
-        error: BaseException | None,
-    ) -> Response:
-        history.append(_with_wait(record, record.wait, "retry budget empty"))
-        final = tuple(history)
-        request = response.request if response is not None else getattr(error, "request", None)
-        target = f" for {request.method} {_safe_url(request.url)}" if request is not None else ""
-        exc = RetryBudgetExhaustedError(
-            f"retry budget exhausted{target}: {len(final)} attempt(s), the last got "
-            f"{record.outcome}; retries are capped while they keep failing, to spare the server",
-            request=request,
-            response=response,
-        )
-        exc.history = final
-        if isinstance(error, APIError):
-            error.history = final
-        raise exc from error
-
     def __repr__(self) -> str:
         parts = [
             f"max_attempts={self.max_attempts}",
@@ -613,6 +440,311 @@ class Retry:
             parts.append("add_idempotency_key=True")
         parts.append(f"budget={self.budget!r}")
         return f"Retry({', '.join(parts)})"
+
+
+# -- the decisions, apart from I/O --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """Send `call` (the next attempt) and report its result to `_Run.observed`."""
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """Drain and close `discard` (if any), sleep `seconds`, then call `_Run.slept`."""
+
+    seconds: float
+    discard: Response | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """The call is over: return `response`, or raise `error`."""
+
+    response: Response | None = None
+    error: BaseException | None = None
+
+    def result(self) -> Response:
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response
+
+
+class _Run:
+    """One logical call's retry decisions: a state machine that does no I/O.
+
+    A driver (sync today; async drives the same object) starts with `first_call()`,
+    sends what a `_Send` holds, reports each result to `observed()`, performs each
+    `_Wait` and reports it to `slept()`, until a `_Done`. Every rule of the module
+    docstring lives here, once: classification, the budget, Retry-After, the deadline,
+    patience, and the history.
+    """
+
+    __slots__ = (
+        "attempt",
+        "blocked",
+        "budget",
+        "budgeted",
+        "call",
+        "cost",
+        "deadline",
+        "error",
+        "history",
+        "idempotent",
+        "policy",
+        "previous_wait",
+        "record",
+        "response",
+        "rewindable",
+        "server_wait",
+        "start",
+        "step",
+        "template",
+        "wait",
+        "waited",
+        "why_not",
+    )
+
+    def __init__(self, policy: Retry, call: Call) -> None:
+        self.policy = policy
+        self.call = call
+        self.start = call.clock.monotonic()
+        self.budget = policy.budget
+        deadline = call.deadline
+        if policy.timeout is not None:
+            own = self.start + policy.timeout  # type: ignore[operator]
+            deadline = own if deadline is None else min(deadline, own)
+        self.deadline = deadline
+        request = call.request
+        method = (request.method or "GET").upper()
+        headers = request.headers
+        if (
+            policy.add_idempotency_key
+            and method not in policy.idempotent_methods
+            and policy.idempotency_header not in headers
+        ):
+            headers[policy.idempotency_header] = uuid.uuid4().hex
+        self.idempotent = method in policy.idempotent_methods or (
+            policy.idempotency_header in headers
+        )
+        self.rewindable, self.why_not = _rewindable(request)
+        self.template = headers.copy() if policy.max_attempts > 1 else headers
+        self.history: list[Attempt] = []
+        self.attempt = 1
+        self.step = 0  # waits so far: the backoff grows with each
+        self.waited = 0.0
+        self.wait = 0.0
+        self.cost: float | None = None  # what the current attempt's retry cost the budget
+        self.previous_wait = float(policy.initial_delay)  # type: ignore[arg-type]
+        self.blocked = False  # the budget refused a token for the coming retry
+        self.budgeted: RetryBudget | None = None
+        self.server_wait: float | None = None
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self.record = Attempt(number=1)
+
+    def first_call(self) -> Call:
+        """The call for the first attempt (the deadline and attempt timeout applied)."""
+        return self.policy._first_call(self.call, self.deadline, self.start)
+
+    def interrupted(self) -> None:
+        """The attempt raised something that ends the call (Ctrl-C): give the token back."""
+        if self.cost is not None and self.budget is not None:
+            self.budget._refund(self.cost)
+
+    def observed(
+        self, response: Response | None, error: BaseException | None, began: float
+    ) -> _Send | _Wait | _Done:
+        """Take an attempt's result; decide to return it, or to wait and retry."""
+        policy, budget = self.policy, self.budget
+        clock = self.call.clock
+        outcome = policy.classify(response, error)
+        if outcome is Outcome.SUCCESS:
+            if budget is not None:
+                budget._record(clock.monotonic(), failed=False)
+                if self.cost is not None:
+                    budget._refund(self.cost)  # a retry that worked is free
+            if self.attempt == 1:
+                return _Done(response)  # the hot path: nothing to record
+        self.response, self.error = response, error
+        self.blocked = False
+        self.record = Attempt(
+            number=self.attempt,
+            status_code=response.status_code if response is not None else None,
+            error=type(error).__name__ if error is not None else None,
+            duration=clock.monotonic() - began,
+        )
+        if budget is not None and outcome is not Outcome.SUCCESS:
+            if isinstance(error, CircuitOpenError):
+                if self.cost is not None:
+                    budget._refund(self.cost)  # the retry never reached the wire
+            elif response is not None or isinstance(error, APIConnectionError):
+                # The server's health, for the budget: a 4xx says it is up.
+                budget._record(clock.monotonic(), failed=outcome is not Outcome.FATAL)
+        stop = self._stop_reason(outcome)
+        if stop is not None:
+            return self._finish(stop)
+        # After an open breaker's refusal the breaker rations the next attempt (it is
+        # refused locally again, or admitted as its probe): it needs no token.
+        self.budgeted = budget if not isinstance(error, CircuitOpenError) else None
+        return self._next_wait()
+
+    def slept(self) -> _Send | _Wait | _Done:
+        """The wait is over: ask the budget (if any), then send the retry or wait more."""
+        self.waited += self.wait
+        budgeted = self.budgeted
+        if budgeted is None:
+            self.cost = None
+            return self._next_send()
+        if self.policy.fail_fast_on_budget:
+            return self._next_send()  # its token was taken before the wait
+        self.cost = budgeted._spend(self.call.clock.monotonic())
+        if self.cost is not None:
+            return self._next_send()
+        self.blocked = True  # no token: keep our patience and wait for the next step
+        self.server_wait = None
+        return self._next_wait()
+
+    # -- the rules ------------------------------------------------------------------
+
+    def _stop_reason(self, outcome: Outcome) -> str | None:
+        """Why this result is final, or None if it may be retried (sets `server_wait`)."""
+        self.server_wait = None
+        if outcome is Outcome.SUCCESS:
+            return "success"
+        if outcome is Outcome.FATAL:
+            return "not retryable"
+        if outcome is Outcome.UNKNOWN and not self.idempotent:
+            return "not retried: outcome unknown and the request is not idempotent"
+        if not self.rewindable:
+            return self.why_not
+        policy = self.policy
+        wait = policy._server_wait(self.response, self.error, self.call.clock.time())
+        self.server_wait = wait
+        if wait is not None and wait > policy.max_retry_after:  # type: ignore[operator]
+            return f"not retried: asked to wait {wait:g}s, over max_retry_after"
+        return None
+
+    def _wait_seconds(self) -> float:
+        """How long the coming wait is: the server's, the breaker's, or the backoff."""
+        policy, error = self.policy, self.error
+        if isinstance(error, CircuitOpenError):
+            # An open breaker's "retry after" is a floor, not a schedule: a call that
+            # keeps meeting a busy half-open breaker must not burn its attempts in a few
+            # milliseconds, so it waits its backoff step too.
+            return max(
+                self.server_wait or 0.0, policy._backoff(self.step, self.previous_wait, 1.0)
+            )
+        if self.server_wait is not None:
+            return self.server_wait
+        # A step that only waits for a budget token sends nothing, so it needs no
+        # jitter: it waits the full backoff, keeping the caller's patience.
+        draw = 1.0 if self.blocked else self.call.clock.random()
+        wait = policy._backoff(self.step, self.previous_wait, draw)
+        self.previous_wait = wait
+        return wait
+
+    def _next_wait(self) -> _Wait | _Done:
+        """Decide the next wait, or stop: attempts, deadline, patience, a fail-fast budget."""
+        policy = self.policy
+        if self.attempt >= policy.max_attempts:
+            return self._finish("attempts exhausted")
+        self.step += 1
+        wait = self._wait_seconds()
+        now = self.call.clock.monotonic()
+        if self.deadline is not None and now + wait > self.deadline:
+            return self._finish("deadline would pass during the wait")
+        if self.blocked and self.waited + wait > policy._patience():
+            # Waited for a token as long as the whole schedule.
+            return self._finish("retry budget empty")
+        if self.budgeted is not None and policy.fail_fast_on_budget:
+            self.cost = self.budgeted._spend(now)
+            if self.cost is None:
+                self.blocked = True
+                return self._finish("retry budget empty")
+        reason = (
+            "retry budget empty"
+            if self.blocked
+            else _reason(self.response, self.error, self.server_wait)
+        )
+        self.record = _with_wait(self.record, self.record.wait + wait, reason)
+        policy._report(
+            self.call,
+            self.record,
+            wait=wait,
+            reason=reason,
+            response=self.response,
+            server_wait=self.server_wait,
+            start=self.start,
+        )
+        self.wait = wait
+        discard = self.response if self.response is not None and not self.blocked else None
+        return _Wait(wait, discard)
+
+    def _next_send(self) -> _Send:
+        """Record the attempt just made and build the call for the next one."""
+        self.history.append(self.record)
+        self.attempt += 1
+        call = self.call
+        request = call.request
+        if (
+            self.rewindable is True
+            and request.body is not None
+            and not isinstance(request.body, bytes | str)
+        ):
+            rewind_body(request)
+        fresh = request.copy()
+        fresh.headers = self.template.copy()
+        clock = call.clock
+        return _Send(
+            call.evolve(
+                request=fresh,
+                attempt=self.attempt,
+                history=tuple(self.history),
+                deadline=self.deadline,
+                timeout=self.policy._attempt_timeout(
+                    call.timeout, self.deadline, clock.monotonic()
+                ),
+            )
+        )
+
+    def _finish(self, reason: str) -> _Done:
+        """The result of the call: the last response or error, with the history on it."""
+        if self.blocked:  # the budget, not the server, stopped the call
+            return self._budget_exhausted()
+        self.history.append(_with_wait(self.record, self.record.wait, reason))
+        final = tuple(self.history)
+        error = self.error
+        if error is not None:
+            if isinstance(error, APIError):
+                error.history = final
+            return _Done(error=error)
+        assert self.response is not None
+        set_attempts(self.response, final)
+        return _Done(self.response)
+
+    def _budget_exhausted(self) -> _Done:
+        record, response, error = self.record, self.response, self.error
+        self.history.append(_with_wait(record, record.wait, "retry budget empty"))
+        final = tuple(self.history)
+        request = response.request if response is not None else getattr(error, "request", None)
+        target = f" for {request.method} {_safe_url(request.url)}" if request is not None else ""
+        exc = RetryBudgetExhaustedError(
+            f"retry budget exhausted{target}: {len(final)} attempt(s), the last got "
+            f"{record.outcome}; retries are capped while they keep failing, to spare the server",
+            request=request,
+            response=response,
+        )
+        exc.history = final
+        if isinstance(error, APIError):
+            error.history = final
+        exc.__cause__ = error
+        exc.__suppress_context__ = True
+        return _Done(error=exc)
 
 
 def _redacted(call: Call, text: str | None) -> str | None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -247,6 +247,11 @@ class Retry:
     name: str = "retry"
 
     def __post_init__(self) -> None:
+        self._check_timing()
+        self._check_behaviour()
+
+    def _check_timing(self) -> None:
+        """Validate and normalise the counts and durations (timedelta -> seconds)."""
         set_ = object.__setattr__
         if (
             isinstance(self.max_attempts, bool)
@@ -281,10 +286,26 @@ class Retry:
                     raise ConfigurationError(msg)
                 set_(self, option, seconds)
         set_(self, "max_retry_after", _seconds("max_retry_after", self.max_retry_after, 0, _DAY))
-        if isinstance(self.idempotent_methods, str):
+
+    def _check_behaviour(self) -> None:
+        """Validate what is retried, the hooks and the budget."""
+        set_ = object.__setattr__
+        methods = self.idempotent_methods
+        if (
+            isinstance(methods, str)
+            or not isinstance(methods, Collection)
+            or not all(isinstance(m, str) and m for m in methods)
+        ):
             msg = "Retry idempotent_methods must be a collection of method names, not a string"
             raise ConfigurationError(msg)
-        set_(self, "idempotent_methods", frozenset(m.upper() for m in self.idempotent_methods))
+        set_(self, "idempotent_methods", frozenset(m.upper() for m in methods))
+        for option in ("add_idempotency_key", "fail_fast_on_budget"):
+            if not isinstance(getattr(self, option), bool):
+                msg = f"Retry {option} must be True or False, got {getattr(self, option)!r}"
+                raise ConfigurationError(msg)
+        if not isinstance(self.name, str) or not self.name:
+            msg = f"Retry name must be a non-empty string, got {self.name!r}"
+            raise ConfigurationError(msg)
         if not self.idempotency_header or not isinstance(self.idempotency_header, str):
             msg = "Retry idempotency_header must be a non-empty header name"
             raise ConfigurationError(msg)
@@ -294,7 +315,13 @@ class Retry:
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             msg = f"Retry budget must be a RetryBudget or None, got {type(self.budget).__name__}"
             raise ConfigurationError(msg)
-        hooks = (self.on_retry,) if callable(self.on_retry) else tuple(self.on_retry)
+        hooks = (
+            (self.on_retry,)
+            if callable(self.on_retry)
+            else tuple(self.on_retry)
+            if isinstance(self.on_retry, Iterable)
+            else (self.on_retry,)
+        )
         if not all(callable(h) for h in hooks):
             msg = "Retry on_retry must be a function or a tuple of functions"
             raise ConfigurationError(msg)

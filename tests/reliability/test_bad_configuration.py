@@ -149,6 +149,33 @@ CASES = [
     ),
     pytest.param(lambda: Retry(classify=bad(3)), ("classify", "function"), id="Retry.classify"),
     pytest.param(
+        lambda: Retry(idempotent_methods=bad([1])),
+        ("idempotent_methods", "method names"),
+        id="Retry.idempotent_methods-ints",
+    ),
+    pytest.param(
+        lambda: Retry(add_idempotency_key=bad(1)),
+        ("add_idempotency_key", "True or False"),
+        id="Retry.add_idempotency_key",
+    ),
+    pytest.param(
+        lambda: Retry(fail_fast_on_budget=bad("yes")),
+        ("fail_fast_on_budget", "True or False"),
+        id="Retry.fail_fast_on_budget",
+    ),
+    pytest.param(lambda: Retry(name=bad(3)), ("name", "non-empty string"), id="Retry.name"),
+    pytest.param(
+        lambda: Retry(on_retry=bad(3)), ("on_retry", "function"), id="Retry.on_retry-int"
+    ),
+    pytest.param(
+        lambda: RetryBudget(window=bad("10")), ("window", "1.0 to 3600.0"), id="RetryBudget.window"
+    ),
+    pytest.param(
+        lambda: RetryBudget(min_requests=bad(2.5)),
+        ("min_requests", "int from 1"),
+        id="RetryBudget.min_requests",
+    ),
+    pytest.param(
         lambda: Retry(budget=bad(5)), ("budget", "RetryBudget or None"), id="Retry.budget"
     ),
     pytest.param(lambda: Retry(on_retry=bad((1,))), ("on_retry", "function"), id="Retry.on_retry"),
@@ -608,7 +635,7 @@ def test_a_bad_testing_option_fails_when_built_and_says_what_is_allowed(
         assert word in message, f"{word!r} not in {message!r}"
 
 
-_TYPED_POLICIES = ("APIKeyAuth.", "CircuitBreaker.", "RateLimit.")
+_TYPED_POLICIES = ("APIKeyAuth.", "CircuitBreaker.", "RateLimit.", "Retry.", "RetryBudget.")
 
 
 @pytest.mark.parametrize(
@@ -617,8 +644,8 @@ _TYPED_POLICIES = ("APIKeyAuth.", "CircuitBreaker.", "RateLimit.")
 def test_policies_refuse_wrong_types_with_a_configuration_error(
     build: Callable[[], object], words: tuple[str, ...]
 ) -> None:
-    """APIKeyAuth, CircuitBreaker, RateLimit: any bad option, even of the wrong type, is a
-    ConfigurationError."""
+    """APIKeyAuth, CircuitBreaker, RateLimit, Retry, RetryBudget: any bad option, even of
+    the wrong type, is a ConfigurationError."""
     with pytest.raises(ConfigurationError):
         build()
 

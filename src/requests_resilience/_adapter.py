@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from requests_resilience._errors import ConfigurationError, translate_transport_error
+from requests_resilience._bodies import MAX_ERROR_BODY, guard_stream, read_body
+from requests_resilience._deadline import (
+    deadline_error,
+    deadline_passed,
+    install_pool_classes,
+    wire_deadline,
+)
+from requests_resilience._errors import (
+    APIConnectTimeoutError,
+    APIError,
+    ConfigurationError,
+    translate_transport_error,
+)
 from requests_resilience._pipeline import Call, Pipeline, TimeoutValue
+from requests_resilience._retry import cut_timeout
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
 __all__ = ["PipelineAdapter", "mount"]
+
+#: The least time an attempt is given on the wire (seconds), as `Retry` gives it.
+_MIN_ATTEMPT = 0.001
 
 
 class PipelineAdapter(HTTPAdapter):
@@ -131,6 +149,25 @@ class PipelineAdapter(HTTPAdapter):
         return response
 
     def _send_on_transport(self, call: Call) -> Response:
+        left = call.time_left()
+        if left is None:
+            return self._exchange(call, call.timeout, None)
+        # The deadline on the wire is real time, whatever the pipeline's clock. An
+        # attempt that starts with no time left still gets the millisecond that Retry
+        # gives it, as it did before the deadline held on the wire.
+        left = max(left, _MIN_ATTEMPT)
+        deadline = time.monotonic() + left
+        with wire_deadline(deadline):
+            return self._exchange(call, cut_timeout(call.timeout, left), deadline)
+
+    def _exchange(self, call: Call, timeout: TimeoutValue, deadline: float | None) -> Response:
+        """One request on the transport, and the body that is the pipeline's to read.
+
+        A success body of a non-streamed call is read whole, an error body (status
+        >= 400) up to `MAX_ERROR_BODY`; a streamed body, or a redirect's (requests
+        drains it), is left to the caller, guarded (`guard_stream`). A failure is
+        translated to this library's errors here, at the one boundary.
+        """
         request = call.request
         response: Response | None = None
         transport = self._custom_transport
@@ -138,24 +175,56 @@ class PipelineAdapter(HTTPAdapter):
         try:
             response = send(
                 request,
-                stream=call.stream,
-                timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
+                stream=call.stream,  # the body is read below either way
+                timeout=timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
                 verify=call.verify,
                 cert=call.cert,
                 proxies=call.proxies,
             )
-            if not call.stream and not response.is_redirect:
-                # Read here so a broken body is the pipeline's to see. A redirect's body
-                # is requests' to drain: it ignores a broken one there.
-                response.content  # noqa: B018
+            if call.stream or response.is_redirect:
+                guard_stream(response, call, deadline)
+            else:
+                read_body(response, MAX_ERROR_BODY if response.status_code >= 400 else None)
         except requests.RequestException as exc:
-            if response is not None:
-                response.close()
-            error = translate_transport_error(exc, request, call.redactor)
-            if error is None:
+            error = self._translated(exc, call, response, deadline)
+            if error is exc:
                 raise
             raise error from exc
         return response
+
+    @staticmethod
+    def _translated(
+        exc: requests.RequestException,
+        call: Call,
+        response: Response | None,
+        deadline: float | None,
+    ) -> requests.RequestException:
+        """The library's error for a transport failure (`exc` itself for a caller's error)."""
+        if response is not None:
+            response.close()
+        if isinstance(exc, APIError):
+            return exc
+        request = call.request
+        error = translate_transport_error(exc, request, call.redactor)
+        if not isinstance(error, APIConnectTimeoutError) and deadline_passed(deadline, exc):
+            received = len(response._content or b"") if response is not None else 0
+            error = deadline_error(
+                call, request, call.redactor, response=response, received=received
+            )
+        return exc if error is None else error
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        """`HTTPAdapter.init_poolmanager`, with pools that keep a call's deadline."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        install_pool_classes(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> urllib3.PoolManager:
+        """`HTTPAdapter.proxy_manager_for`, with pools that keep a call's deadline."""
+        manager: urllib3.PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        install_pool_classes(manager)
+        return manager
 
     def close(self) -> None:
         """Close the connection pools (and the custom transport's, if one was given)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from requests_resilience._errors import (
     ConfigurationError,
     translate_transport_error,
 )
+from requests_resilience._forksafe import reinit_after_fork, renew_locks, renew_queue
 from requests_resilience._pipeline import Call, Pipeline, TimeoutValue
 from requests_resilience._retry import cut_timeout
 
@@ -113,6 +116,28 @@ class PipelineAdapter(HTTPAdapter):
         self._clock = pipeline.clock
         self._redactor = pipeline.redactor
         self._handler = pipeline.wrap(self._send_on_transport)
+        reinit_after_fork(self, PipelineAdapter._renew_after_fork)
+
+    def _renew_after_fork(self) -> None:
+        """In a child after `os.fork()`: new pools, and fresh locks for the policies.
+
+        The parent's pooled sockets stay the parent's: the child closes only its own
+        copies of them (the parent's connections go on), without taking the old pools'
+        locks, which a thread of the parent may have held at the fork.
+        """
+        renew_locks(self._pipeline)
+        adapters: list[HTTPAdapter] = [self]
+        if isinstance(self._custom_transport, HTTPAdapter):
+            adapters.append(self._custom_transport)
+        for adapter in adapters:
+            for manager in (adapter.poolmanager, *adapter.proxy_manager.values()):
+                _drop_pools(manager)
+            adapter.init_poolmanager(
+                adapter._pool_connections,  # type: ignore[attr-defined] # HTTPAdapter's own
+                adapter._pool_maxsize,  # type: ignore[attr-defined]
+                block=adapter._pool_block,  # type: ignore[attr-defined]
+            )
+            adapter.proxy_manager = {}
 
     @property
     def pipeline(self) -> Pipeline:
@@ -239,6 +264,17 @@ class PipelineAdapter(HTTPAdapter):
 
     def __repr__(self) -> str:
         return f"PipelineAdapter({self._pipeline!r})"
+
+
+def _drop_pools(manager: urllib3.PoolManager) -> None:
+    """Close a child's copies of a pool manager's connections, with fresh locks first."""
+    pools: Any = manager.pools
+    pools.lock = threading.RLock()  # RecentlyUsedContainer's own lock
+    for pool in list(pools._container.values()):
+        connections = getattr(pool, "pool", None)
+        if isinstance(connections, queue.Queue):
+            renew_queue(connections)
+    manager.clear()
 
 
 def mount(

@@ -12,6 +12,7 @@ leaves its ``with`` block, and never sends to any address but the client's.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -119,10 +120,8 @@ class HostileServer:
             socks = list(self._socks)
             threads = list(self._threads)
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for thread in threads:
             thread.join(5)
         self._listener.close()
@@ -245,4 +244,3 @@ def gzip_bomb(inflated_mib: int = 2048) -> bytes:
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     trailer = struct.pack("<II", crc, (inflated_mib << 20) & 0xFFFFFFFF)
     return header + first + block * (inflated_mib - 1) + end + trailer
-

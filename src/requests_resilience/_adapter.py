@@ -53,13 +53,23 @@ class PipelineAdapter(HTTPAdapter):
 
     The adapter translates transport failures into this library's
     `APIConnectionError` family at that one boundary (each still an instance of the
-    requests exception plain requests raises), and reads a non-streamed body inside
-    the pipeline, so that a body that breaks off is seen (and can be retried) by the
-    policies.
+    requests exception plain requests raises). It reads a non-streamed body inside
+    the pipeline, once the status is known: a success body whole (so that a body that
+    breaks off is seen, and can be retried, by the policies), an error body (status
+    >= 400) only up to its first MiB, decompressed (``MAX_ERROR_BODY``; the connection
+    of a longer one is closed, not drained), so a 2 GiB gzip bomb in a 500 costs one
+    MiB. A streamed body, read later by the caller, raises this library's errors too.
+
+    A call's deadline (``Retry(timeout=...)``, or any policy's ``call.deadline``)
+    holds on the wire: connect, request, headers and body, streamed or not, end by the
+    deadline whatever the server's pace, with `APIReadTimeoutError` (see
+    ``_deadline.py`` for how, and for what it cannot bound, such as DNS).
 
     Copies are independent: `copy.deepcopy` and pickling (of the adapter, or of a
     Session it is mounted on) keep the configuration and give the copy its own
-    connection pool and fresh policy state, as `HTTPAdapter` does.
+    connection pool and fresh policy state, as `HTTPAdapter` does. So is a forked
+    child's adapter: after `os.fork()` it gets new pools (the parent's pooled sockets
+    stay the parent's) and its policies fresh locks.
 
     Args:
         pipeline: the policies to run.

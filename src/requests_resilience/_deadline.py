@@ -131,7 +131,7 @@ class DeadlineSocket:
         self._deadline = deadline
         self._timeout = timeout
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, *args: Any) -> int:
         """`socket.recv_into`, waiting at most until the deadline."""
         left = self._deadline - time.monotonic()
         if left <= 0:
@@ -141,7 +141,7 @@ class DeadlineSocket:
         sock = self._sock
         sock.settimeout(left if binding else timeout)
         try:
-            return sock.recv_into(buffer, nbytes, flags)
+            return sock.recv_into(buffer, *args)  # as given: TLS sockets read 0 bytes for 0
         except TimeoutError:
             if binding:
                 raise DeadlinePassedError("the call's deadline passed") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import zlib
@@ -70,16 +71,20 @@ class HostileServer:
     """A threaded TCP server on loopback that runs `script` for each connection.
 
     With ``keep_alive=True`` it reads the next request on the same connection after
-    each answer; else it closes the connection after one.
+    each answer; else it closes the connection after one. With ``tls=`` (a server-side
+    context) it speaks HTTPS.
 
     Attributes:
         requests: request heads read, over every connection.
         connections: connections accepted.
     """
 
-    def __init__(self, script: Script, *, keep_alive: bool = False) -> None:
+    def __init__(
+        self, script: Script, *, keep_alive: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._script = script
         self._keep_alive = keep_alive
+        self._tls = tls
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -98,7 +103,8 @@ class HostileServer:
     @property
     def url(self) -> str:
         """The server's base URL, without a trailing slash."""
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> HostileServer:
         self._acceptor.start()
@@ -121,7 +127,7 @@ class HostileServer:
             threads = list(self._threads)
         for sock in socks:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # TLS or not: the TCP
         for thread in threads:
             thread.join(5)
         self._listener.close()
@@ -142,6 +148,14 @@ class HostileServer:
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                sock.settimeout(5)
+                sock = self._tls.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+            except OSError:
+                sock.close()
+                return
         connection = Connection(sock, self.stopping)
         try:
             while not self.stopping.is_set():

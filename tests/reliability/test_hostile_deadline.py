@@ -13,11 +13,14 @@ an idle machine are in the pull request (about 3 ms past a 3 s deadline).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
+import trustme
 
 from requests_resilience import (
     APIReadTimeoutError,
@@ -228,3 +231,24 @@ def test_a_fast_answer_within_the_deadline_is_untouched() -> None:
         assert server.connections == 1
     assert first.content == body
     assert chunks == body
+
+
+@pytest.mark.parametrize(
+    "script",
+    [hostile.chunked_trickle(60, INTERVAL), hostile.header_trickle(INTERVAL)],
+    ids=["body", "headers"],
+)
+def test_over_tls_a_trickle_ends_at_the_deadline(script: hostile.Script, tmp_path: Path) -> None:
+    """Over HTTPS too, a body or headers sent a byte at a time fail at the deadline."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with hostile.HostileServer(script, tls=context) as server:
+        with session_for(server) as session:
+            error, elapsed = timed(lambda: session.get(server.url + "/x", verify=str(bundle)))
+        requests_seen = server.requests
+    deadline_error(error)
+    assert elapsed < DEADLINE + SLACK
+    assert requests_seen == 1

@@ -103,7 +103,8 @@ def read_bounded(response: Response, limit: int = MAX_ERROR_BODY) -> bytes:
 def _read(response: Response, limit: int | None) -> bool:
     """Read the body (at most `limit` bytes) into `content`; whether it all fit.
 
-    What arrived is kept as `response.content` even when reading raises.
+    What arrived is kept as `response.content` even when reading raises; the connection
+    of a body that failed is closed then (what is left of it is never read).
     """
     parts: list[bytes] = []
     size = 0
@@ -115,6 +116,9 @@ def _read(response: Response, limit: int | None) -> bool:
             if limit is not None and size > limit:
                 return False
         return True
+    except BaseException:
+        _cut(response)  # e.g. a broken gzip: the rest of the body is still on the socket
+        raise
     finally:
         data = b"".join(parts)
         if limit is not None and len(data) > limit:

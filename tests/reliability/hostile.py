@@ -140,6 +140,7 @@ class HostileServer:
                 continue
             except OSError:
                 return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle waits
             thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
             with self._lock:
                 self.connections += 1

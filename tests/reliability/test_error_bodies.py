@@ -202,3 +202,20 @@ def test_a_truncated_error_body_raises_as_plain_requests_does() -> None:
     ):
         within(HANG, lambda: session.get(server.url + "/x"))
     assert isinstance(info.value, APIChunkedEncodingError)
+
+
+def test_a_broken_gzip_body_does_not_leave_its_rest_on_a_pooled_connection() -> None:
+    """After a broken 100 KB gzip body, the next call gets its own answer, not the rest."""
+    answers = [hostile.fixed(200, b"\x1f\x8b" + b"z" * 100_000, GZIP), hostile.fixed(200, b"ok")]
+
+    def script(connection: hostile.Connection, request: bytes) -> None:
+        answers.pop(0)(connection, request)
+
+    with (
+        hostile.HostileServer(script, keep_alive=True) as server,
+        session_for(server) as session,
+    ):
+        with pytest.raises(APIContentDecodingError):
+            within(HANG, lambda: session.get(server.url + "/broken"))
+        assert within(HANG, lambda: session.get(server.url + "/next")).content == b"ok"
+        assert server.requests == 2

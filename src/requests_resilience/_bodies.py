@@ -114,16 +114,14 @@ def _read(response: Response, limit: int | None) -> bool:
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:
+                parts[-1] = chunk[: len(chunk) - (size - limit)]  # keep exactly `limit`
                 return False
         return True
     except BaseException:
         _cut(response)  # e.g. a broken gzip: the rest of the body is still on the socket
         raise
     finally:
-        data = b"".join(parts)
-        if limit is not None and len(data) > limit:
-            data = data[:limit]
-        response._content = data
+        response._content = b"".join(parts)
         response._content_consumed = True  # type: ignore[attr-defined] # requests' own flag
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import requests
+import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 
 from requests_resilience import (
@@ -20,7 +25,14 @@ from requests_resilience import (
     StatusErrors,
     mount,
 )
-from requests_resilience._bodies import body_is_read
+from requests_resilience._bodies import MAX_ERROR_BODY, GuardedResponse, body_is_read
+from requests_resilience._deadline import (
+    DEADLINE_POOL_CLASSES,
+    DeadlineHTTPConnection,
+    _current,
+    install_pool_classes,
+    wire_deadline,
+)
 from requests_resilience.testing import FakeVinciServer, Fault
 
 
@@ -209,3 +221,82 @@ def test_sixteen_threads_share_a_session_without_discarding_connections(
     assert statuses == [200] * 64
     connections = {r.connection_id for r in fake_vinci.requests}
     assert len(connections) <= 16
+
+
+def test_pools_keep_the_calls_deadline_also_in_copies() -> None:
+    """The adapter's pool managers build deadline-keeping pools, copies and proxies too."""
+    adapter = PipelineAdapter(Pipeline())
+    for candidate in (adapter, copy.deepcopy(adapter), pickle.loads(pickle.dumps(adapter))):
+        assert candidate.poolmanager.pool_classes_by_scheme == DEADLINE_POOL_CLASSES
+    proxy = adapter.proxy_manager_for("http://127.0.0.1:9")
+    assert proxy.pool_classes_by_scheme == DEADLINE_POOL_CLASSES
+    pool = adapter.poolmanager.connection_from_url("http://127.0.0.1:9/")
+    assert issubclass(pool.ConnectionCls, urllib3.connection.HTTPConnection)
+    assert pool.ConnectionCls is DeadlineHTTPConnection
+
+
+def test_a_pool_manager_with_pools_of_its_own_is_left_alone() -> None:
+    """install_pool_classes keeps classes that someone chose on purpose."""
+
+    class MyPool(urllib3.HTTPConnectionPool):
+        pass
+
+    manager = urllib3.PoolManager()
+    own = {"http": MyPool, "https": urllib3.HTTPSConnectionPool}
+    manager.pool_classes_by_scheme = own
+    install_pool_classes(manager)
+    assert manager.pool_classes_by_scheme is own
+
+
+def test_wire_deadline_is_per_block_and_nests() -> None:
+    """The thread's deadline is set for the block only, and an inner one gives way."""
+    assert _current.deadline is None
+    with wire_deadline(10.0):
+        with wire_deadline(5.0):
+            assert _current.deadline == 5.0
+        assert _current.deadline == 10.0
+    assert _current.deadline is None
+
+
+def test_a_streamed_body_is_guarded_and_a_read_one_is_plain(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """stream=True gives a GuardedResponse (still a Response); stream=False a plain one."""
+    vinci_session(fake_vinci, session)
+    url = fake_vinci.url("/billing/balance")
+    read = session.get(url)
+    with session.get(url, stream=True) as streamed:
+        assert isinstance(streamed, GuardedResponse)
+        assert isinstance(streamed, requests.Response)
+        assert b"balance_usd" in streamed.content
+    assert type(read) is requests.Response
+    assert b"balance_usd" in read.content
+
+
+def test_a_non_streamed_error_body_is_cut_at_the_cap(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """A 2 MiB 500 body becomes a ServerError whose response keeps its first MiB."""
+    vinci_session(fake_vinci, session)
+    fake_vinci.script(Fault.body(500, "e" * (2 * MAX_ERROR_BODY), content_type="text/plain"))
+    with pytest.raises(ServerError) as info:
+        session.get(fake_vinci.url("/billing/balance"))
+    assert info.value.response is not None
+    assert info.value.response.content == b"e" * MAX_ERROR_BODY
+
+
+def test_after_fork_the_adapter_builds_new_pools(
+    fake_vinci: FakeVinciServer, session: requests.Session
+) -> None:
+    """_renew_after_fork (what a forked child runs) drops the pools and builds new ones."""
+    vinci_session(fake_vinci, session)
+    url = fake_vinci.url("/billing/balance")
+    assert session.get(url).status_code == 200
+    adapter = session.get_adapter(url)
+    assert isinstance(adapter, PipelineAdapter)
+    old = adapter.poolmanager
+    adapter._renew_after_fork()
+    assert adapter.poolmanager is not old
+    assert len(old.pools) == 0  # closed, in the child only its copies of the sockets
+    assert session.get(url).status_code == 200
+    assert len({r.connection_id for r in fake_vinci.requests}) == 2

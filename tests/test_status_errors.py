@@ -22,6 +22,7 @@ from requests_resilience import (
     ServerError,
     StatusErrors,
 )
+from requests_resilience._bodies import MAX_ERROR_BODY, read_body, read_bounded
 from requests_resilience.testing import FakeClock
 from tests.helpers import ScriptedTransport, prepared, response, run
 
@@ -193,3 +194,32 @@ def test_status_error_pickles_with_its_evidence() -> None:
     copy = pickle.loads(pickle.dumps(exc))
     assert type(copy) is InsufficientBalanceError
     assert (copy.status_code, copy.detail, copy.request_id) == (402, "broke", "req_p")
+
+
+def test_an_error_body_over_the_cap_is_cut_for_the_exception() -> None:
+    """A 3 MiB error body keeps its first MAX_ERROR_BODY bytes; its raw stream is closed."""
+    big = response(500, b"e" * (3 * MAX_ERROR_BODY))
+    raw = big.raw
+    error = raise_for(big)
+    assert isinstance(error, ServerError)
+    assert error.response is big
+    assert big.content == b"e" * MAX_ERROR_BODY
+    assert raw.closed
+
+
+def test_read_bounded_keeps_a_body_within_the_cap_whole() -> None:
+    """A body within the limit is read whole and kept as content; a read body is reused."""
+    small = response(404, b"not here")
+    assert read_bounded(small, limit=100) == b"not here"
+    assert small.content == b"not here"
+    assert read_bounded(small, limit=2) == b"not here"  # already read: as it is
+
+
+def test_read_body_with_a_limit_cuts_and_without_reads_all() -> None:
+    """read_body reads a success body whole, and only `limit` bytes of an error body."""
+    whole = response(200, b"x" * 300_000)
+    read_body(whole)
+    assert whole.content == b"x" * 300_000
+    cut = response(500, b"y" * 300_000)
+    read_body(cut, limit=1000)
+    assert cut.content == b"y" * 1000

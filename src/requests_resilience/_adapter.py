@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from requests_resilience._errors import ConfigurationError, translate_transport_error
+from requests_resilience._bodies import MAX_ERROR_BODY, guard_stream, read_body
+from requests_resilience._deadline import (
+    deadline_error,
+    deadline_passed,
+    install_pool_classes,
+    wire_deadline,
+)
+from requests_resilience._errors import (
+    APIConnectTimeoutError,
+    APIError,
+    ConfigurationError,
+    translate_transport_error,
+)
+from requests_resilience._forksafe import reinit_after_fork, renew_locks, renew_queue
 from requests_resilience._pipeline import Call, Pipeline, TimeoutValue
+from requests_resilience._retry import cut_timeout
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
 __all__ = ["PipelineAdapter", "mount"]
+
+#: The least time an attempt is given on the wire (seconds), as `Retry` gives it.
+_MIN_ATTEMPT = 0.001
 
 
 class PipelineAdapter(HTTPAdapter):
@@ -32,13 +53,23 @@ class PipelineAdapter(HTTPAdapter):
 
     The adapter translates transport failures into this library's
     `APIConnectionError` family at that one boundary (each still an instance of the
-    requests exception plain requests raises), and reads a non-streamed body inside
-    the pipeline, so that a body that breaks off is seen (and can be retried) by the
-    policies.
+    requests exception plain requests raises). It reads a non-streamed body inside
+    the pipeline, once the status is known: a success body whole (so that a body that
+    breaks off is seen, and can be retried, by the policies), an error body (status
+    >= 400) only up to its first MiB, decompressed (``MAX_ERROR_BODY``; the connection
+    of a longer one is closed, not drained), so a 2 GiB gzip bomb in a 500 costs one
+    MiB. A streamed body, read later by the caller, raises this library's errors too.
+
+    A call's deadline (``Retry(timeout=...)``, or any policy's ``call.deadline``)
+    holds on the wire: connect, request, headers and body, streamed or not, end by the
+    deadline whatever the server's pace, with `APIReadTimeoutError` (see
+    ``_deadline.py`` for how, and for what it cannot bound, such as DNS).
 
     Copies are independent: `copy.deepcopy` and pickling (of the adapter, or of a
     Session it is mounted on) keep the configuration and give the copy its own
-    connection pool and fresh policy state, as `HTTPAdapter` does.
+    connection pool and fresh policy state, as `HTTPAdapter` does. So is a forked
+    child's adapter: after `os.fork()` it gets new pools (the parent's pooled sockets
+    stay the parent's) and its policies fresh locks.
 
     Args:
         pipeline: the policies to run.
@@ -95,6 +126,28 @@ class PipelineAdapter(HTTPAdapter):
         self._clock = pipeline.clock
         self._redactor = pipeline.redactor
         self._handler = pipeline.wrap(self._send_on_transport)
+        reinit_after_fork(self, PipelineAdapter._renew_after_fork)
+
+    def _renew_after_fork(self) -> None:
+        """In a child after `os.fork()`: new pools, and fresh locks for the policies.
+
+        The parent's pooled sockets stay the parent's: the child closes only its own
+        copies of them (the parent's connections go on), without taking the old pools'
+        locks, which a thread of the parent may have held at the fork.
+        """
+        renew_locks(self._pipeline)
+        adapters: list[HTTPAdapter] = [self]
+        if isinstance(self._custom_transport, HTTPAdapter):
+            adapters.append(self._custom_transport)
+        for adapter in adapters:
+            for manager in (adapter.poolmanager, *adapter.proxy_manager.values()):
+                _drop_pools(manager)
+            adapter.init_poolmanager(
+                adapter._pool_connections,  # type: ignore[attr-defined] # HTTPAdapter's own
+                adapter._pool_maxsize,  # type: ignore[attr-defined]
+                block=adapter._pool_block,  # type: ignore[attr-defined]
+            )
+            adapter.proxy_manager = {}
 
     @property
     def pipeline(self) -> Pipeline:
@@ -131,6 +184,25 @@ class PipelineAdapter(HTTPAdapter):
         return response
 
     def _send_on_transport(self, call: Call) -> Response:
+        left = call.time_left()
+        if left is None:
+            return self._exchange(call, call.timeout, None)
+        # The deadline on the wire is real time, whatever the pipeline's clock. An
+        # attempt that starts with no time left still gets the millisecond that Retry
+        # gives it, as it did before the deadline held on the wire.
+        left = max(left, _MIN_ATTEMPT)
+        deadline = time.monotonic() + left
+        with wire_deadline(deadline):
+            return self._exchange(call, cut_timeout(call.timeout, left), deadline)
+
+    def _exchange(self, call: Call, timeout: TimeoutValue, deadline: float | None) -> Response:
+        """One request on the transport, and the body that is the pipeline's to read.
+
+        A success body of a non-streamed call is read whole, an error body (status
+        >= 400) up to `MAX_ERROR_BODY`; a streamed body, or a redirect's (requests
+        drains it), is left to the caller, guarded (`guard_stream`). A failure is
+        translated to this library's errors here, at the one boundary.
+        """
         request = call.request
         response: Response | None = None
         transport = self._custom_transport
@@ -138,24 +210,56 @@ class PipelineAdapter(HTTPAdapter):
         try:
             response = send(
                 request,
-                stream=call.stream,
-                timeout=call.timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
+                stream=call.stream,  # the body is read below either way
+                timeout=timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
                 verify=call.verify,
                 cert=call.cert,
                 proxies=call.proxies,
             )
-            if not call.stream and not response.is_redirect:
-                # Read here so a broken body is the pipeline's to see. A redirect's body
-                # is requests' to drain: it ignores a broken one there.
-                response.content  # noqa: B018
+            if call.stream or response.is_redirect:
+                guard_stream(response, call, deadline)
+            else:
+                read_body(response, MAX_ERROR_BODY if response.status_code >= 400 else None)
         except requests.RequestException as exc:
-            if response is not None:
-                response.close()
-            error = translate_transport_error(exc, request, call.redactor)
-            if error is None:
+            error = self._translated(exc, call, response, deadline)
+            if error is exc:
                 raise
             raise error from exc
         return response
+
+    @staticmethod
+    def _translated(
+        exc: requests.RequestException,
+        call: Call,
+        response: Response | None,
+        deadline: float | None,
+    ) -> requests.RequestException:
+        """The library's error for a transport failure (`exc` itself for a caller's error)."""
+        if response is not None:
+            response.close()
+        if isinstance(exc, APIError):
+            return exc
+        request = call.request
+        error = translate_transport_error(exc, request, call.redactor)
+        if not isinstance(error, APIConnectTimeoutError) and deadline_passed(deadline, exc):
+            received = len(response._content or b"") if response is not None else 0
+            error = deadline_error(
+                call, request, call.redactor, response=response, received=received
+            )
+        return exc if error is None else error
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        """`HTTPAdapter.init_poolmanager`, with pools that keep a call's deadline."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        install_pool_classes(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> urllib3.PoolManager:
+        """`HTTPAdapter.proxy_manager_for`, with pools that keep a call's deadline."""
+        manager: urllib3.PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        install_pool_classes(manager)
+        return manager
 
     def close(self) -> None:
         """Close the connection pools (and the custom transport's, if one was given)."""
@@ -170,6 +274,17 @@ class PipelineAdapter(HTTPAdapter):
 
     def __repr__(self) -> str:
         return f"PipelineAdapter({self._pipeline!r})"
+
+
+def _drop_pools(manager: urllib3.PoolManager) -> None:
+    """Close a child's copies of a pool manager's connections, with fresh locks first."""
+    pools: Any = manager.pools
+    pools.lock = threading.RLock()  # RecentlyUsedContainer's own lock
+    for pool in list(pools._container.values()):
+        connections = getattr(pool, "pool", None)
+        if isinstance(connections, queue.Queue):
+            renew_queue(connections)
+    manager.clear()
 
 
 def mount(

@@ -336,7 +336,11 @@ class APIConnectionError(APIError, requests.ConnectionError):
 
 
 class APITimeoutError(APIConnectionError, requests.Timeout):
-    """A connect or read timeout.
+    """A connect or read timeout, or the call's deadline passing on the wire.
+
+    Attributes:
+        bytes_received: body bytes that had arrived when the call's deadline stopped
+            it (the status, when it had arrived, is on `response`); 0 otherwise.
 
     Example:
         >>> try:
@@ -344,6 +348,8 @@ class APITimeoutError(APIConnectionError, requests.Timeout):
         ... except APITimeoutError as exc:
         ...     print("timed out; sent:", exc.request_sent)
     """
+
+    bytes_received: int = 0
 
 
 class APIConnectTimeoutError(APITimeoutError, requests.ConnectTimeout):

@@ -63,7 +63,6 @@ import requests
 import requests.structures
 import urllib3.exceptions
 
-from requests_resilience._bodies import read_bounded
 from requests_resilience._secrets import REDACTED, known_secrets, redact_known
 
 if TYPE_CHECKING:
@@ -662,6 +661,9 @@ def _scrubbed_response(response: Response) -> Response:
             for name, value in response.headers.items()
         }
     )
+    # _bodies imports this module (through _deadline): import it when pickling.
+    from requests_resilience._bodies import read_bounded  # noqa: PLC0415
+
     content = read_bounded(response)  # as requests' own pickling reads it, but capped
     copy._content = known.redact_bytes(content)
     copy._content_consumed = True  # type: ignore[attr-defined] # requests' own flag

@@ -142,10 +142,10 @@ def test_the_child_gets_fresh_locks_that_a_parent_thread_held() -> None:
         )
         assert session.get(server.url + "/warm").text == "ok"  # the cells exist
         locks = [
-            breaker._cells_lock,
-            next(iter(breaker._cells.values())).lock,
-            limit._cells_lock,
-            next(iter(limit._cells.values())).lock,
+            breaker._cells._lock,
+            breaker._cells.items()[0][1].lock,
+            limit._cells._lock,
+            limit._cells.items()[0][1].lock,
             budget._state.lock,
         ]
         held = threading.Event()
@@ -256,14 +256,14 @@ def test_renew_locks_replaces_held_locks_in_slots_dicts_and_cells(
     assert session.get(echo.url + "/warm").text == "/warm"  # a cell for the host
     adapter = session.get_adapter(echo.url + "/")
     assert isinstance(adapter, PipelineAdapter)
-    cell = next(iter(breaker._cells.values()))
-    old = [breaker._cells_lock, cell.lock]
+    cell = breaker._cells.items()[0][1]
+    old = [breaker._cells._lock, cell.lock]
     for lock in old:
         lock.acquire()
     renew_locks(adapter.pipeline)
-    assert breaker._cells_lock is not old[0]
+    assert breaker._cells._lock is not old[0]
     assert cell.lock is not old[1]
-    assert breaker._cells_lock.acquire(blocking=False)
+    assert breaker._cells._lock.acquire(blocking=False)
     assert cell.lock.acquire(blocking=False)
 
 

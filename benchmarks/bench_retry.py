@@ -8,9 +8,10 @@ Scenarios:
               every 20 ms: requests per logical call started during the outage, and the share
               of those calls that failed.
   sweep       each request fails (503) with probability p = 0, 10, ..., 100 %, independently:
-              1,000 logical calls from 4 threads per point (the same drawn sequence of
-              outcomes for every client), with the schedule ten times faster (0.01 s capped
-              at 0.1 s): success rate and requests per logical call.
+              1,000 logical calls from 4 threads per point; a hash of (call, attempt)
+              decides each outcome, so every client meets the same ones (a paired
+              comparison); the schedule is ten times faster (0.01 s capped at 0.1 s):
+              success rate and requests per logical call.
   retry-after one 429 per form of Retry-After (fraction, integer, HTTP-date, retry-after-ms),
               then success, five times each: whether the client waited at least what the
               server asked; for this project also with its retry budget in a failing spell.

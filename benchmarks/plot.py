@@ -263,7 +263,8 @@ def sweep_markdown(retry: dict[str, Any]) -> list[str]:
         "### Independent random failures, from 0 to 100 %",
         "",
         f"{points[0].get('calls', '?')} logical calls per point from 4 threads; each request"
-        " fails (503) with probability p, the same drawn sequence for every client;"
+        " fails (503) with probability p, decided by a hash of (call, attempt), so every"
+        " client meets the same outcomes;"
         f" {settings.get('attempts', '?')} attempts, backoff from"
         f" {settings.get('sweep_initial', '?')} s capped at {settings.get('sweep_cap', '?')} s."
         " Each cell: calls that succeeded / requests per logical call.",

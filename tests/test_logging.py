@@ -26,6 +26,8 @@ SCRIPT = textwrap.dedent(
 
     if sys.argv[1:] == ["quiet"]:
         logging.basicConfig(level=logging.ERROR)
+    if sys.argv[1:] == ["configured"]:
+        logging.basicConfig(level=logging.WARNING)
     with FakeVinciServer() as srv, no_waits():
         srv.script(Fault.status(503), Fault.status(503))
         session = requests.Session()
@@ -48,11 +50,19 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_stdout_stays_the_applications_own() -> None:
-    """A script printing JSON while calls retry gets exactly its JSON on stdout."""
+    """A script printing JSON while calls retry gets exactly its JSON on stdout, and with
+    no logging configured nothing on stderr either (a NullHandler, as urllib3 has)."""
     done = _run()
     assert json.loads(done.stdout) == {"status": 200}
     assert done.stdout.count("\n") == 1
-    assert done.stderr.count("retry_scheduled") == 2  # Python's last resort: stderr
+    assert "retry_scheduled" not in done.stderr
+
+
+def test_the_applications_logging_configuration_shows_the_events() -> None:
+    """logging.basicConfig(level=WARNING) shows both retries on stderr, not stdout."""
+    done = _run("configured")
+    assert json.loads(done.stdout) == {"status": 200}
+    assert done.stderr.count("retry_scheduled") == 2
 
 
 def test_the_applications_logging_level_applies() -> None:

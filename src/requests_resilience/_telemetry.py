@@ -114,6 +114,11 @@ class EventLogger:
 
     def __init__(self, name: str) -> None:
         self._stdlib = logging.getLogger(name)
+        # As urllib3 and requests do: with no logging configured, Python's last-resort
+        # handler would print our warnings to stderr; a library leaves that to the
+        # application (the logging HOWTO, "Configuring Logging for a Library").
+        if not any(isinstance(h, logging.NullHandler) for h in self._stdlib.handlers):
+            self._stdlib.addHandler(logging.NullHandler())
         # A lazy proxy: the application's structlog configuration applies once made.
         self._structlog: Any = structlog.get_logger(name)
 

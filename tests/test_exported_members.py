@@ -52,6 +52,7 @@ def test_exported_members() -> None:
         "APISSLError",
         "APIStatusError",
         "APITimeoutError",
+        "AsyncNext",
         "Attempt",
         "AuthenticationError",
         "BadRequestError",
@@ -105,7 +106,12 @@ def test_exported_members() -> None:
 
 REFERENCE = Path(__file__).parent.parent / "docs" / "reference"
 _DIRECTIVE = re.compile(r"^::: (\S+)\n((?:    .*\n)*)", re.MULTILINE)
-PACKAGES = ("requests_resilience", "requests_resilience.testing", "requests_resilience.vinci")
+PACKAGES = (
+    "requests_resilience",
+    "requests_resilience.httpx",
+    "requests_resilience.testing",
+    "requests_resilience.vinci",
+)
 
 
 def _directives() -> dict[str, str]:

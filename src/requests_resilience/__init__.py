@@ -56,6 +56,7 @@ from requests_resilience._errors import (
 )
 from requests_resilience._events import BreakerStateChange, RetryDetails
 from requests_resilience._pipeline import (
+    AsyncNext,
     Attempt,
     Call,
     Next,
@@ -92,6 +93,7 @@ __all__ = [
     "APISSLError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncNext",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 from requests_resilience._errors import ConfigurationError, MissingAPIKeyError
 
 if TYPE_CHECKING:
-    from requests import Response
+    from requests import PreparedRequest, Response
 
-    from requests_resilience._pipeline import Call, Next
+    from requests_resilience._pipeline import AsyncNext, Call, Next
 
 __all__ = ["APIKeyAuth", "origin_of"]
 
@@ -200,12 +200,19 @@ class APIKeyAuth:
 
     def send(self, call: Call, next: Next) -> Response:
         """Set the header on this attempt's request if it goes to the key's origin; send it."""
-        request = call.request
+        self._authorize(call.request)
+        return next(call)
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines (httpx.AsyncClient)."""
+        self._authorize(call.request)
+        return await next(call)
+
+    def _authorize(self, request: PreparedRequest) -> None:
         if self._is_own(request.url or ""):
             request.headers[self._header] = self._value
         elif request.headers.get(self._header) == self._value:
             del request.headers[self._header]  # kept by requests across a redirect
-        return next(call)
 
     def _is_own(self, url: str) -> bool:
         if self._prefixes and url.startswith(self._prefixes):

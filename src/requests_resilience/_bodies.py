@@ -40,6 +40,7 @@ __all__ = [
     "guard_stream",
     "read_body",
     "read_bounded",
+    "read_bounded_async",
 ]
 
 #: Most bytes of an error body (status >= 400) that are read and kept, decompressed,
@@ -98,6 +99,18 @@ def read_bounded(response: Response, limit: int = MAX_ERROR_BODY) -> bytes:
     else:
         _cut(response)
     return response._content or b""
+
+
+async def read_bounded_async(response: Response, limit: int = MAX_ERROR_BODY) -> bytes:
+    """`read_bounded` for a response of an async transport, without blocking the loop.
+
+    A response that can load itself asynchronously (the httpx view has ``aload``) does
+    so, bounded; any other is read as `read_bounded` reads it.
+    """
+    aload = getattr(response, "aload", None)
+    if aload is not None and not body_is_read(response):
+        await aload(limit)
+    return read_bounded(response, limit)
 
 
 def _read(response: Response, limit: int | None) -> bool:

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from requests import Response
 
-    from requests_resilience._pipeline import Call, Next
+    from requests_resilience._pipeline import AsyncNext, Call, Next
 
 __all__ = [
     "BreakerListener",
@@ -504,37 +504,55 @@ class CircuitBreaker(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Send the call unless the breaker is open; count its outcome."""
+        key, cell, probe = self._admit(call)
+        try:
+            response = next(call)
+        except BaseException as exc:
+            self._settle(key, cell, exc, probe, call.clock)
+            raise
+        self._count(key, cell, response, probe, call.clock)
+        return response
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines: the same admission and counting around an await."""
+        key, cell, probe = self._admit(call)
+        try:
+            response = await next(call)
+        except BaseException as exc:
+            self._settle(key, cell, exc, probe, call.clock)
+            raise
+        self._count(key, cell, response, probe, call.clock)
+        return response
+
+    def _admit(self, call: Call) -> tuple[str, _Cell, bool]:
+        """Admit the attempt (its key, cell, and whether it is the probe) or raise."""
         settings = self._settings
-        rules = settings.rules
         key = settings.key(call)
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
         storage = cell.storage
-        shared = storage.shared
-        admission = storage.admit(_now(clock, shared), rules)
+        admission = storage.admit(_now(clock, storage.shared), settings.rules)
         if admission.transition is not None:
             self._announce(key, admission.transition)
         if not admission.allowed:
             with cell.lock:
                 cell.rejected += 1
             raise self._open_error(key, admission, call)
-        probe = admission.probe
-        try:
-            response = next(call)
-        except Exception as exc:
-            if refused_locally(exc):
-                # An inner breaker or rate limit refused it: nothing reached the server,
-                # so it is neither a failure nor a success, and a probe stays unanswered.
-                storage.release(_now(clock, shared), probe=probe)
-            else:
-                self._count(key, cell, exc, probe, clock)
-            raise
-        except BaseException:
-            storage.release(_now(clock, shared), probe=probe)
-            raise
-        self._count(key, cell, response, probe, clock)
-        return response
+        return key, cell, admission.probe
+
+    def _settle(
+        self, key: str, cell: _Cell, exc: BaseException, probe: bool, clock: Clock
+    ) -> None:
+        """An attempt that raised: count a failure, or release it if nothing was sent."""
+        storage = cell.storage
+        if isinstance(exc, Exception) and not refused_locally(exc):
+            self._count(key, cell, exc, probe, clock)
+            return
+        # An inner breaker or rate limit refused it (nothing reached the server, so it
+        # is neither a failure nor a success, and a probe stays unanswered), or it was
+        # interrupted (KeyboardInterrupt, cancellation): release the probe.
+        storage.release(_now(clock, storage.shared), probe=probe)
 
     def _count(
         self, key: str, cell: _Cell, outcome: Response | Exception, probe: bool, clock: Clock

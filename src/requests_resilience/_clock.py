@@ -12,6 +12,7 @@ through a real pipeline does not wait in tests.
 
 from __future__ import annotations
 
+import asyncio
 import random as _random
 import threading
 import time
@@ -94,8 +95,26 @@ class SystemClock:
         """Return `random.random()` (thread-safe in CPython)."""
         return _random.random()  # noqa: S311 - jitter, not cryptography
 
+    async def asleep(self, seconds: float) -> None:
+        """`sleep()` for async pipelines: `asyncio.sleep`, and the same testing mode."""
+        if seconds > 0 and not _TESTING.active:
+            await asyncio.sleep(seconds)
+
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+async def sleep_async(clock: Clock, seconds: float) -> None:
+    """Wait `seconds` on `clock` without blocking the event loop.
+
+    A clock with an ``asleep`` coroutine method (`SystemClock`, `FakeClock`) is awaited;
+    another clock's blocking ``sleep`` runs in a worker thread.
+    """
+    asleep = getattr(clock, "asleep", None)
+    if asleep is not None:
+        await asleep(seconds)
+    else:
+        await asyncio.to_thread(clock.sleep, seconds)
 
 
 def set_testing(on: bool) -> None:

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._errors import ConfigurationError
 from requests_resilience._secrets import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
 __all__ = [
+    "AsyncNext",
     "Attempt",
     "Call",
     "Next",
@@ -190,18 +193,26 @@ class Policy(Protocol):
         ...
 
 
-#: A policy object, or a plain function ``(call, next) -> Response``.
-PolicyLike: TypeAlias = "Policy | Callable[[Call, Next], Response]"
+#: A policy object, or a plain function ``(call, next) -> Response``, or an ``async def``
+#: one ``(call, next) -> Response`` (async pipelines only).
+PolicyLike: TypeAlias = (
+    "Policy | Callable[[Call, Next], Response] | Callable[[Call, AsyncNext], Awaitable[Response]]"
+)
+
+
+#: The rest of an async pipeline, as an async policy sees it.
+AsyncNext: TypeAlias = "Callable[[Call], Awaitable[Response]]"
 
 
 class _FunctionPolicy:
-    """Adapts a plain ``(call, next)`` function to the `Policy` contract."""
+    """Adapts a plain ``(call, next)`` function (or ``async def``) to the `Policy` contract."""
 
-    __slots__ = ("func", "name")
+    __slots__ = ("func", "is_async", "name")
 
     def __init__(self, func: Callable[[Call, Next], Response]) -> None:
         self.func = func
         self.name: str = getattr(func, "__name__", type(func).__name__)
+        self.is_async = inspect.iscoroutinefunction(func)
 
     def send(self, call: Call, next: Next) -> Response:
         return self.func(call, next)
@@ -229,10 +240,45 @@ def policy_name(policy: object) -> str:
 
 
 def _link(policy: Policy, next_step: Next) -> Next:
+    if _async_only(policy):
+        msg = (
+            f"policy {policy_name(policy)!r} is async (async def): it runs in async "
+            f"pipelines only (httpx.AsyncClient); give it a synchronous send() as well"
+        )
+        raise ConfigurationError(msg)
     send = policy.send
 
     def step(call: Call) -> Response:
         return send(call, next_step)
+
+    return step
+
+
+def _async_only(policy: Policy) -> bool:
+    if isinstance(policy, _FunctionPolicy):
+        return policy.is_async
+    return inspect.iscoroutinefunction(policy.send)
+
+
+def _link_async(policy: Policy, next_step: AsyncNext) -> AsyncNext:
+    """One async step: the policy's ``asend``, or its ``send`` if that is ``async def``.
+
+    A policy with only a synchronous ``send`` cannot run here: its ``next(call)`` would
+    be a coroutine it does not await. That is refused when the pipeline is built.
+    """
+    asend = getattr(policy, "asend", None)
+    if asend is None and _async_only(policy):
+        asend = policy.func if isinstance(policy, _FunctionPolicy) else policy.send
+    if asend is None:
+        msg = (
+            f"policy {policy_name(policy)!r} has only a synchronous send(): an async "
+            f"pipeline (httpx.AsyncClient) needs `async def asend(call, next)` on it, "
+            f"or an `async def (call, next)` function in its place"
+        )
+        raise ConfigurationError(msg)
+
+    async def step(call: Call) -> Response:
+        return await asend(call, next_step)  # type: ignore[no-any-return]
 
     return step
 
@@ -317,6 +363,18 @@ class Pipeline:
         handler = transport
         for policy in reversed(self._policies):
             handler = _link(policy, handler)
+        return handler
+
+    def wrap_async(self, transport: AsyncNext) -> AsyncNext:
+        """Chain the policies' async forms around `transport` (an async function).
+
+        Every policy needs an ``asend(call, next)`` coroutine method (all the built-in
+        ones have one) or must itself be ``async def``; a synchronous-only custom
+        policy raises `ConfigurationError` here, naming it.
+        """
+        handler = transport
+        for policy in reversed(self._policies):
+            handler = _link_async(policy, handler)
         return handler
 
     def describe(self) -> str:

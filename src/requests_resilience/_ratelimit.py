@@ -40,7 +40,7 @@ from opentelemetry import metrics, trace
 from requests_resilience import _telemetry
 from requests_resilience._breaker import breaker_key_by_host
 from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
-from requests_resilience._clock import Clock, SystemClock
+from requests_resilience._clock import Clock, SystemClock, sleep_async
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from requests import Response
 
-    from requests_resilience._pipeline import Call, Next
+    from requests_resilience._pipeline import AsyncNext, Call, Next
 
 __all__ = ["RateLimit", "RateLimitStatus", "rate_limit_key_for"]
 
@@ -192,6 +192,58 @@ class _Cell:
 
 
 # -- the policy ------------------------------------------------------------------------
+
+
+class _Ticket:
+    """One attempt's place in the queue: its slot, the waits so far, and the rate."""
+
+    __slots__ = ("allowed", "call", "cell", "checks", "key", "now_of", "rate", "waited")
+
+    def __init__(
+        self,
+        call: Call,
+        cell: _Cell,
+        key: str,
+        *,
+        now_of: Callable[[], float],
+        allowed: float,
+        wait: float,
+        rate: float,
+    ) -> None:
+        self.call, self.cell, self.key, self.now_of = call, cell, key, now_of
+        self.allowed = allowed
+        self.waited = wait  # the reserved slot's wait counts from the start
+        self.rate = rate
+        self.checks = 0
+
+    def next_wait(self, limit: RateLimit) -> float | None:
+        """The first wait (the reserved slot's), or None to send at once."""
+        return self.waited if self.waited > 0 else None
+
+    def slept(self, limit: RateLimit, wait: float) -> float | None:
+        """A wait is over: the next one (a pause, a re-reserved slot) or None to send."""
+        if self.checks >= _RECHECKS:
+            return None
+        first = self.checks == 0
+        self.checks += 1
+        if not first:
+            self.waited += wait
+        return limit._recheck(self)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Interrupted before sending (Ctrl-C, cancellation): the slot goes back."""
+        if not isinstance(exc, RateLimitError) and self.waited > 0:
+            self.cell.bucket.release(self.now_of(), 1.0 / self.rate)
+
+    def depart(self) -> float:
+        """Count the attempt as sent (after waiting, or not); the time it leaves."""
+        cell = self.cell
+        with cell.lock:
+            cell.sent += 1
+            if self.waited > 0:
+                cell.waited += 1
+        _on_span(self.rate, self.waited)
+        return self.now_of()
 
 
 class RateLimit(Rebuilt):
@@ -477,6 +529,38 @@ class RateLimit(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
+        ticket = self._reserve(call)
+        try:
+            wait = ticket.next_wait(self)
+            while wait is not None:
+                call.clock.sleep(wait)
+                wait = ticket.slept(self, wait)
+        except BaseException as exc:
+            ticket.abandon(exc)
+            raise
+        sent_at = ticket.depart()
+        response = next(call)
+        self._learn(call, ticket.cell, ticket.key, response, sent_at)
+        return response
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines: the waits are awaited, other tasks run meanwhile."""
+        ticket = self._reserve(call)
+        try:
+            wait = ticket.next_wait(self)
+            while wait is not None:
+                await sleep_async(call.clock, wait)
+                wait = ticket.slept(self, wait)
+        except BaseException as exc:
+            ticket.abandon(exc)
+            raise
+        sent_at = ticket.depart()
+        response = await next(call)
+        self._learn(call, ticket.cell, ticket.key, response, sent_at)
+        return response
+
+    def _reserve(self, call: Call) -> _Ticket:
+        """Reserve this attempt's slot (or refuse it at once): the wait is the ticket's."""
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
         cell = self._cells.get(key)
@@ -495,42 +579,18 @@ class RateLimit(Rebuilt):
             self._refuse(
                 call, cell, key, reservation.wait, by_deadline=allowed < settings.max_wait
             )
-        waited = reservation.wait
-        rate = reservation.rate
-        if waited > 0:
-            try:
-                clock.sleep(waited)
-                waited, rate = self._recheck(
-                    call, cell, key, now_of=now_of, allowed=allowed, waited=waited, rate=rate
-                )
-            except BaseException as exc:
-                if not isinstance(exc, RateLimitError):
-                    # Interrupted (KeyboardInterrupt, SystemExit, a signal handler's
-                    # error) before sending: the reserved slot goes back to the queue.
-                    bucket.release(now_of(), 1.0 / rate)
-                raise
-        with cell.lock:
-            cell.sent += 1
-            if waited > 0:
-                cell.waited += 1
-        _on_span(rate, waited)
-        sent_at = now_of()
-        response = next(call)
-        self._learn(call, cell, key, response, sent_at)
-        return response
+        return _Ticket(
+            call,
+            cell,
+            key,
+            now_of=now_of,
+            allowed=allowed,
+            wait=reservation.wait,
+            rate=reservation.rate,
+        )
 
-    def _recheck(
-        self,
-        call: Call,
-        cell: _Cell,
-        key: str,
-        *,
-        now_of: Callable[[], float],
-        allowed: float,
-        waited: float,
-        rate: float,
-    ) -> tuple[float, float]:
-        """After sleeping for a slot: honour a pause, or a lower rate, that began meanwhile.
+    def _recheck(self, ticket: _Ticket) -> float | None:
+        """After a wait: the next wait (a pause, a lower rate begun meanwhile), or None.
 
         A caller reserved its slot at the rate of that moment; if the server has since
         asked for a pause, it waits for it, and if the rate has since dropped (a 429, or
@@ -538,26 +598,26 @@ class RateLimit(Rebuilt):
         slot and reserves a new one at the new rate, behind the callers already queued.
         """
         settings = self._settings
+        call, cell, key = ticket.call, ticket.cell, ticket.key
         bucket = cell.bucket
-        by_deadline = allowed < settings.max_wait
-        for _ in range(_RECHECKS):
-            state = bucket.read(now_of(), settings.params)
-            if state.paused_for > 0:
-                wait = state.paused_for
-            elif state.rate < rate * _RATE_DROPPED:
-                reservation = bucket.reserve(now_of(), settings.params, allowed - waited)
-                if not reservation.granted:
-                    self._refuse(call, cell, key, reservation.wait, by_deadline=by_deadline)
-                wait, rate = reservation.wait, reservation.rate
-                if wait <= 0:
-                    break
-            else:
-                break
-            if waited + wait > allowed:
-                self._refuse(call, cell, key, wait, by_deadline=by_deadline)
-            call.clock.sleep(wait)
-            waited += wait
-        return waited, rate
+        by_deadline = ticket.allowed < settings.max_wait
+        state = bucket.read(ticket.now_of(), settings.params)
+        if state.paused_for > 0:
+            wait = state.paused_for
+        elif state.rate < ticket.rate * _RATE_DROPPED:
+            reservation = bucket.reserve(
+                ticket.now_of(), settings.params, ticket.allowed - ticket.waited
+            )
+            if not reservation.granted:
+                self._refuse(call, cell, key, reservation.wait, by_deadline=by_deadline)
+            wait, ticket.rate = reservation.wait, reservation.rate
+            if wait <= 0:
+                return None
+        else:
+            return None
+        if ticket.waited + wait > ticket.allowed:
+            self._refuse(call, cell, key, wait, by_deadline=by_deadline)
+        return wait
 
     def _learn(
         self, call: Call, cell: _Cell, key: str, response: Response, sent_at: float

@@ -50,8 +50,9 @@ import requests
 import urllib3.util
 from requests.utils import rewind_body
 
-from requests_resilience._bodies import read_bounded
+from requests_resilience._bodies import read_bounded, read_bounded_async
 from requests_resilience._budget import RetryBudget
+from requests_resilience._clock import sleep_async
 from requests_resilience._errors import (
     APIConnectionError,
     APIError,
@@ -72,7 +73,7 @@ from requests_resilience._telemetry import retry_scheduled
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
-    from requests_resilience._pipeline import Call, Next, TimeoutValue
+    from requests_resilience._pipeline import AsyncNext, Call, Next, TimeoutValue
 
 __all__ = ["Outcome", "Retry", "classify_outcome"]
 
@@ -355,6 +356,34 @@ class Retry:
                 if action.discard is not None:
                     _discard(action.discard)  # its connection goes back to the pool first
                 clock.sleep(action.seconds)
+                action = run.slept()
+            else:
+                return action.result()
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """The asynchronous driver of the same `_Run`: awaits the sends and the waits.
+
+        Cancellation (like Ctrl-C in `send`) ends the call and gives a budget token back.
+        """
+        run = _Run(self, call)
+        clock = call.clock
+        action: _Send | _Wait | _Done = _Send(run.first_call())
+        while True:
+            if isinstance(action, _Send):
+                began = clock.monotonic()
+                try:
+                    response = await next(action.call)
+                except requests.RequestException as exc:  # APIError is one
+                    action = run.observed(None, exc, began)
+                except BaseException:
+                    run.interrupted()
+                    raise
+                else:
+                    action = run.observed(response, None, began)
+            elif isinstance(action, _Wait):
+                if action.discard is not None:
+                    await _discard_async(action.discard)
+                await sleep_async(clock, action.seconds)
                 action = run.slept()
             else:
                 return action.result()
@@ -811,4 +840,10 @@ def _rewindable(request: PreparedRequest) -> tuple[bool, str]:
 def _discard(response: Response) -> None:
     """Drain (a little) and close a response we will not return: its connection is reused."""
     read_bounded(response, _DRAIN_LIMIT)
+    response.close()
+
+
+async def _discard_async(response: Response) -> None:
+    """`_discard` for a response of an async transport."""
+    await read_bounded_async(response, _DRAIN_LIMIT)
     response.close()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from requests_resilience._bodies import read_bounded
+from requests_resilience._bodies import read_bounded, read_bounded_async
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
     APIError,
@@ -29,7 +29,7 @@ from requests_resilience._telemetry import call_failed
 if TYPE_CHECKING:
     from requests import Response
 
-    from requests_resilience._pipeline import Call, Next
+    from requests_resilience._pipeline import AsyncNext, Call, Next
     from requests_resilience._secrets import Redactor
 
 __all__ = ["StatusErrors", "status_error"]
@@ -83,6 +83,20 @@ class StatusErrors:
             raise
         if response.status_code < 400:
             return response
+        error = status_error(response, call.redactor, call.clock.time(), self._table)
+        call_failed(error)
+        raise error
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines: the error body is read (bounded) without blocking."""
+        try:
+            response = await next(call)
+        except APIError as exc:
+            call_failed(exc)
+            raise
+        if response.status_code < 400:
+            return response
+        await read_bounded_async(response)
         error = status_error(response, call.redactor, call.clock.time(), self._table)
         call_failed(error)
         raise error

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
     from requests import PreparedRequest, Response
 
-    from requests_resilience._pipeline import Call, Next
+    from requests_resilience._pipeline import AsyncNext, Call, Next
     from requests_resilience._secrets import Redactor
 
 __all__ = ["RequestHook", "ResponseHook", "Tracing", "operation", "route"]
@@ -105,6 +106,28 @@ _ROUTE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _OPERATION: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
     "requests_resilience_operation", default=None
 )
+
+
+@dataclass(eq=False, slots=True)
+class _OpenAttempt:
+    """One attempt's span, context token and metric attributes, while it runs."""
+
+    base: dict[str, AttributeValue]
+    histogram: metrics.Histogram | None
+    log: bool
+    span: Span | None = None
+    recording: bool = False
+    token: contextvars.Token[context.Context] | None = None
+    began: float = 0.0
+
+    def end(self) -> None:
+        """Detach the context and end the span (both at most once)."""
+        if self.token is not None:
+            context.detach(self.token)
+            self.token = None
+        if self.span is not None:
+            self.span.end()
+            self.span = None
 
 
 class Tracing(Rebuilt):
@@ -235,6 +258,28 @@ class Tracing(Rebuilt):
             call, next, current=current, tracer=tracer, histogram=histogram, log=log
         )
 
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines: the span is current in this task while it awaits."""
+        current = context.get_current()
+        if current.get(_SUPPRESS):
+            return await next(call)
+        tracer = self._tracer()
+        histogram = self._histogram()
+        log = debug_enabled()
+        if tracer is None and histogram is None and not log:
+            inject(call.request.headers)
+            return await next(call)
+        attempt = self._begin(call, current, tracer, histogram, log)
+        try:
+            try:
+                response = await next(call)
+            except BaseException as exc:
+                self._attempt_failed(attempt, exc, call)
+                raise
+            return self._attempt_answered(attempt, response, call)
+        finally:
+            attempt.end()
+
     def _observe(
         self,
         call: Call,
@@ -245,6 +290,26 @@ class Tracing(Rebuilt):
         histogram: metrics.Histogram | None,
         log: bool,
     ) -> Response:
+        attempt = self._begin(call, current, tracer, histogram, log)
+        try:
+            try:
+                response = next(call)
+            except BaseException as exc:
+                self._attempt_failed(attempt, exc, call)
+                raise
+            return self._attempt_answered(attempt, response, call)
+        finally:
+            attempt.end()
+
+    def _begin(
+        self,
+        call: Call,
+        current: context.Context,
+        tracer: Tracer | None,
+        histogram: metrics.Histogram | None,
+        log: bool,
+    ) -> _OpenAttempt:
+        """Start the attempt's span (current from now on) and inject its context."""
         if current.get(_SUPPRESS_HTTP) and not _outer_http_span(current):
             tracer = histogram = None  # the application suppressed HTTP instrumentation
         request = call.request
@@ -254,56 +319,54 @@ class Tracing(Rebuilt):
         }
         if tracer is not None or histogram is not None:
             base.update(self._server_of(request.url or ""))
-        span: Span | None = None
-        recording = False
-        token: contextvars.Token[context.Context] | None = None
+        attempt = _OpenAttempt(base=base, histogram=histogram, log=log)
         if tracer is not None:
             span = self._start_span(tracer, call, current, base, raw_method)
-            recording = span.is_recording()
+            attempt.span = span
+            attempt.recording = span.is_recording()
             # Our span is current while the attempt runs, and the HTTP instrumentations
             # below us (urllib3, http.client) are told that this request is covered.
-            token = context.attach(
+            attempt.token = context.attach(
                 context.set_value(_SUPPRESS_HTTP, True, trace.set_span_in_context(span, current))
             )
         try:
             inject(request.headers)
-            clock = call.clock
-            began = clock.monotonic()
-            try:
-                response = next(call)
-            except BaseException as exc:
-                self._failed(
-                    exc,
-                    call,
-                    span=span if recording else None,
-                    histogram=histogram,
-                    base=base,
-                    duration=clock.monotonic() - began,
-                    log=log,
-                )
-                raise
-            duration = clock.monotonic() - began
-            status = response.status_code
-            attribute = self._request_id_attribute
-            request_id: str | None = None
-            if (recording and attribute is not None) or log:
-                request_id = _request_id(response, call, look_in_body=attribute is not None)
-            if recording:
-                assert span is not None
-                self._record_response(span, response, call, request_id)
-            if histogram is not None:
-                base["http.response.status_code"] = status
-                if status >= 400:
-                    base["error.type"] = str(status)
-                histogram.record(duration, base)
-            if log:
-                _log(call, duration, status_code=status, request_id=request_id)
-            return response
-        finally:
-            if token is not None:
-                context.detach(token)
-            if span is not None:
-                span.end()
+        except BaseException:
+            attempt.end()
+            raise
+        attempt.began = call.clock.monotonic()
+        return attempt
+
+    def _attempt_failed(self, attempt: _OpenAttempt, exc: BaseException, call: Call) -> None:
+        self._failed(
+            exc,
+            call,
+            span=attempt.span if attempt.recording else None,
+            histogram=attempt.histogram,
+            base=attempt.base,
+            duration=call.clock.monotonic() - attempt.began,
+            log=attempt.log,
+        )
+
+    def _attempt_answered(self, attempt: _OpenAttempt, response: Response, call: Call) -> Response:
+        duration = call.clock.monotonic() - attempt.began
+        status = response.status_code
+        attribute = self._request_id_attribute
+        request_id: str | None = None
+        if (attempt.recording and attribute is not None) or attempt.log:
+            request_id = _request_id(response, call, look_in_body=attribute is not None)
+        if attempt.recording:
+            assert attempt.span is not None
+            self._record_response(attempt.span, response, call, request_id)
+        if attempt.histogram is not None:
+            base = attempt.base
+            base["http.response.status_code"] = status
+            if status >= 400:
+                base["error.type"] = str(status)
+            attempt.histogram.record(duration, base)
+        if attempt.log:
+            _log(call, duration, status_code=status, request_id=request_id)
+        return response
 
     def _start_span(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 
@@ -66,6 +67,11 @@ class FakeClock:
         with self._lock:
             self.sleeps.append(seconds)
             self._now += max(0.0, seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """`sleep()` for async pipelines: records and advances, then yields to the loop."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
         """Move virtual time forward without recording a sleep."""

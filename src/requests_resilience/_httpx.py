@@ -1,0 +1,362 @@
+"""`ResilientTransport`: the same pipeline under `httpx.Client`.
+
+httpx sends every request through a transport (``httpx.Client(transport=...)`` or
+``mounts={...}``); this one runs the pipeline around the transport it wraps (by default
+``httpx.HTTPTransport()``, so HTTP/2, proxies, limits and TLS stay httpx's)::
+
+    httpx.Client.send
+      └─ ResilientTransport.handle_request   builds the Call from the httpx.Request
+          ├─ StatusErrors, Retry, ...        the very same policy objects
+          └─ the wrapped transport           one wire attempt per call of next()
+
+The policies see each attempt through the neutral view they already know: a
+`requests.PreparedRequest` carrying the attempt's method, URL, headers and body, and a
+`requests.Response` over the httpx response (status, headers, reason, a body read only
+when a policy asks, boundedly). The view is built once per attempt from httpx's own
+objects; the httpx response itself is what `Client.send` returns. Failures of the wire
+become this library's errors, as on the requests path (`APIConnectionError` and its
+family), with the httpx exception as their ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import requests
+import requests.structures
+
+from requests_resilience._errors import ConfigurationError, translate_transport_error
+from requests_resilience._pipeline import Call, Pipeline
+
+if TYPE_CHECKING:
+    from requests_resilience._pipeline import TimeoutValue
+
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
+
+class _RequestView(requests.PreparedRequest):
+    """One attempt of an `httpx.Request`, as the policies see it.
+
+    `copy()` (what `Retry` does for each attempt) keeps the httpx extensions, so the
+    wire attempt is built with the caller's timeouts and options.
+    """
+
+    def __init__(self, extensions: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.extensions: dict[str, Any] = dict(extensions)
+
+    def copy(self) -> _RequestView:
+        view = _RequestView(self.extensions)
+        view.method = self.method
+        view.url = self.url
+        view.headers = self.headers.copy()
+        view.body = self.body
+        view.hooks = self.hooks
+        return view
+
+
+class _Raw:
+    """The file-like `requests.Response.raw` over an httpx response's decoded stream."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._chunks: Iterator[bytes] | None = None
+        self.version = 20 if response.http_version == "HTTP/2" else 11
+
+    def stream(self, amt: int = 65536, decode_content: bool = True) -> Iterator[bytes]:
+        yield from self.response.iter_bytes(amt)
+
+    def read(self, amt: int | None = None, decode_content: bool = True) -> bytes:
+        if amt is None:
+            return b"".join(self.response.iter_bytes())
+        if self._chunks is None:
+            self._chunks = self.response.iter_bytes(amt)
+        return next(self._chunks, b"")
+
+    def close(self) -> None:
+        self.response.close()
+
+    def release_conn(self) -> None:
+        self.response.close()
+
+
+class _AsyncRaw(_Raw):
+    """`raw` for a response of an async transport: its body is read by `aload` only."""
+
+    def stream(self, amt: int = 65536, decode_content: bool = True) -> Iterator[bytes]:
+        msg = "the body of an async response is read with `await response.aload()`"
+        raise RuntimeError(msg)
+
+    def read(self, amt: int | None = None, decode_content: bool = True) -> bytes:
+        return b"".join(self.stream())
+
+    def close(self) -> None:
+        """Closed by `aload` (httpx needs ``await aclose()``); nothing to do here."""
+
+    def release_conn(self) -> None:
+        """Released by `aload`."""
+
+
+class _ResponseView(requests.Response):
+    """An `httpx.Response` as the policies see it; `.httpx` is the response itself."""
+
+    httpx: httpx.Response
+
+    async def aload(self, limit: int | None) -> None:
+        """Read (at most `limit` bytes of) an async response's body into `content`.
+
+        A longer body is cut there; the stream is closed either way (httpx returns the
+        connection to its pool when the body was read to the end).
+        """
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in self.httpx.aiter_bytes():
+                parts.append(chunk)
+                size += len(chunk)
+                if limit is not None and size >= limit:
+                    parts[-1] = chunk[: len(chunk) - (size - limit)]
+                    break
+        except httpx.HTTPError:
+            pass  # a broken error body keeps what arrived, as read_bounded does
+        finally:
+            self._content = b"".join(parts)
+            self._content_consumed = True
+            await self.httpx.aclose()
+
+
+def _request_view(request: httpx.Request) -> _RequestView:
+    """The view of a request whose body was read (every attempt replays those bytes)."""
+    view = _RequestView(request.extensions)
+    view.method = request.method
+    view.url = str(request.url)
+    view.headers = requests.structures.CaseInsensitiveDict(request.headers.multi_items())
+    view.body = request.content or None
+    return view
+
+
+def _response_view(
+    response: httpx.Response, request: requests.PreparedRequest, *, asynchronous: bool = False
+) -> _ResponseView:
+    view = _ResponseView()
+    view.status_code = response.status_code
+    view.headers = requests.structures.CaseInsensitiveDict(response.headers.multi_items())
+    view.reason = response.reason_phrase
+    view.url = request.url or ""
+    view.request = request
+    view.raw = _AsyncRaw(response) if asynchronous else _Raw(response)
+    view.encoding = response.encoding
+    view.httpx = response
+    return view
+
+
+def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
+    return Call(
+        request=view,
+        stream=True,  # httpx reads (or streams) the body after the transport
+        timeout=_timeout_of(view.extensions),
+        clock=pipeline.clock,
+        redactor=pipeline.redactor,
+    )
+
+
+def _wire_request(call: Call) -> httpx.Request:
+    """The httpx request for one attempt, from the attempt's view."""
+    view = call.request
+    extensions = view.extensions if isinstance(view, _RequestView) else {}
+    return httpx.Request(
+        view.method or "GET",
+        view.url or "",
+        headers=list(view.headers.items()),
+        content=view.body if isinstance(view.body, bytes | str) else None,
+        extensions=_with_timeout(extensions, call.timeout),
+    )
+
+
+def _translated(exc: httpx.TransportError, call: Call) -> BaseException:
+    """The library's error for an httpx failure (the same table as the requests path)."""
+    request = call.request
+    error = translate_transport_error(_as_requests_error(exc, request), request, call.redactor)
+    if error is None:
+        return exc
+    if isinstance(exc, _NOT_SENT):
+        error.request_sent = False
+    return error
+
+
+def _result(response: requests.Response, request: httpx.Request) -> httpx.Response:
+    """What the transport returns: the httpx response the pipeline let through."""
+    if isinstance(response, _ResponseView):
+        return response.httpx
+    # A policy made its own response (a cache, a fallback): hand httpx its bytes.
+    return httpx.Response(
+        response.status_code,
+        headers=list(response.headers.items()),
+        content=response.content,
+        request=request,
+    )
+
+
+def _timeout_of(extensions: Mapping[str, Any]) -> TimeoutValue:
+    """The request's httpx timeouts as the (connect, read) pair the policies cut."""
+    timeout = extensions.get("timeout")
+    if not isinstance(timeout, Mapping):
+        return None
+    return (timeout.get("connect"), timeout.get("read"))
+
+
+def _with_timeout(extensions: Mapping[str, Any], timeout: TimeoutValue) -> dict[str, Any]:
+    """The extensions with the attempt's (cut) timeout put back into httpx's form."""
+    out = dict(extensions)
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+    elif isinstance(timeout, int | float):
+        connect = read = float(timeout)
+    else:
+        return out
+    given = dict(out.get("timeout") or {})
+    given["connect"], given["read"] = connect, read
+    given.setdefault("write", read)
+    given.setdefault("pool", connect)
+    out["timeout"] = given
+    return out
+
+
+#: Each httpx transport failure (most specific first) and the requests exception that
+#: plain requests raises for the same failure: the translation then follows the one
+#: table of `TRANSPORT_ERRORS`, so an httpx caller meets the same library errors.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[requests.RequestException]], ...] = (
+    (httpx.ConnectTimeout, requests.ConnectTimeout),
+    (httpx.ReadTimeout, requests.ReadTimeout),
+    (httpx.WriteTimeout, requests.ConnectionError),
+    (httpx.PoolTimeout, requests.ConnectTimeout),
+    (httpx.ProxyError, requests.exceptions.ProxyError),
+    (httpx.ConnectError, requests.ConnectionError),
+    (httpx.DecodingError, requests.exceptions.ContentDecodingError),
+    (httpx.RemoteProtocolError, requests.exceptions.ChunkedEncodingError),
+    (httpx.TransportError, requests.ConnectionError),
+)
+
+#: httpx failures where the server cannot have seen the request.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _as_requests_error(
+    exc: httpx.TransportError, request: requests.PreparedRequest
+) -> requests.RequestException:
+    """The requests exception that plain requests raises for the same failure."""
+    requests_class = next(r for h, r in _HTTPX_ERRORS if isinstance(exc, h))
+    error = requests_class(str(exc), request=request)
+    error.__cause__ = exc
+    return error
+
+
+class ResilientTransport(httpx.BaseTransport):
+    """An `httpx.BaseTransport` that runs a `Pipeline` around another transport.
+
+    Args:
+        pipeline: the policies (the same `Pipeline` object can serve requests sessions
+            and httpx clients at once; state such as a breaker's is then shared).
+        transport: the transport that does the I/O (default ``httpx.HTTPTransport()``);
+            pass your own to keep HTTP/2, proxies, limits or a mock transport.
+
+    Raises:
+        ConfigurationError: an argument has the wrong type.
+
+    Example:
+        >>> client = httpx.Client(transport=ResilientTransport(Pipeline(StatusErrors(), Retry())))
+    """
+
+    def __init__(self, pipeline: Pipeline, transport: httpx.BaseTransport | None = None) -> None:
+        if not isinstance(pipeline, Pipeline):
+            msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
+            raise ConfigurationError(msg)
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            msg = f"transport must be an httpx.BaseTransport, got {type(transport).__name__}"
+            raise ConfigurationError(msg)
+        self._pipeline = pipeline
+        self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport()
+        self._handler = pipeline.wrap(self._send)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline this transport runs."""
+        return self._pipeline
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Run the pipeline for one request, as `httpx.Client.send` asks."""
+        request.read()
+        return _result(self._handler(_call_of(_request_view(request), self._pipeline)), request)
+
+    def _send(self, call: Call) -> requests.Response:
+        """One wire attempt on the wrapped transport, seen through the neutral view."""
+        wire = _wire_request(call)
+        try:
+            response = self._transport.handle_request(wire)
+        except httpx.TransportError as exc:
+            raise _translated(exc, call) from exc
+        return _response_view(response, call.request)
+
+    def close(self) -> None:
+        """Close the wrapped transport (its connection pool)."""
+        self._transport.close()
+
+
+class AsyncResilientTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncBaseTransport` that runs a `Pipeline` (its async forms) around another.
+
+    Every policy of the pipeline needs an async form: the built-in ones have one; a
+    custom policy needs ``async def asend(call, next)`` or to be an ``async def``
+    function (`Pipeline.wrap_async` refuses others with `ConfigurationError`). Waits
+    (backoff, Retry-After, rate limits) await the clock, so other tasks run meanwhile.
+
+    Args:
+        pipeline: the policies; the same `Pipeline` object (and its state: breaker,
+            budget, rate limit) may serve sync and async clients at once.
+        transport: the transport that does the I/O (default ``httpx.AsyncHTTPTransport()``).
+
+    Raises:
+        ConfigurationError: an argument has the wrong type, or a policy has no async form.
+
+    Example:
+        >>> transport = AsyncResilientTransport(Pipeline(StatusErrors(), Retry()))
+        >>> client = httpx.AsyncClient(transport=transport)
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        if not isinstance(pipeline, Pipeline):
+            msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
+            raise ConfigurationError(msg)
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            msg = f"transport must be an httpx.AsyncBaseTransport, got {type(transport).__name__}"
+            raise ConfigurationError(msg)
+        self._pipeline = pipeline
+        self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport()
+        self._handler = pipeline.wrap_async(self._send)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline this transport runs."""
+        return self._pipeline
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Run the pipeline for one request, as `httpx.AsyncClient.send` asks."""
+        await request.aread()
+        view = _request_view(request)
+        return _result(await self._handler(_call_of(view, self._pipeline)), request)
+
+    async def _send(self, call: Call) -> requests.Response:
+        wire = _wire_request(call)
+        try:
+            response = await self._transport.handle_async_request(wire)
+        except httpx.TransportError as exc:
+            raise _translated(exc, call) from exc
+        return _response_view(response, call.request, asynchronous=True)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport (its connection pool)."""
+        await self._transport.aclose()

@@ -1,0 +1,205 @@
+"""The same pipeline under httpx.Client and httpx.AsyncClient, against a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import requests
+
+from requests_resilience import (
+    APIConnectionError,
+    APIKeyAuth,
+    AsyncNext,
+    Call,
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigurationError,
+    Next,
+    Pipeline,
+    RateLimit,
+    Retry,
+    ServerError,
+    StatusErrors,
+    Tracing,
+    attempts_of,
+    mount,
+)
+from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
+from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
+
+BALANCE = "/billing/balance"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVinciServer]:
+    with FakeVinciServer() as srv:
+        yield srv
+
+
+def preset(server: FakeVinciServer, clock: FakeClock) -> Pipeline:
+    return Pipeline(
+        StatusErrors(),
+        Retry(initial_delay=0.5, max_attempts=4),
+        CircuitBreaker(minimum_calls=100),
+        RateLimit(50),
+        APIKeyAuth(server.api_key),
+        Tracing(),
+        clock=clock,
+    )
+
+
+def test_sync_client_retries_and_honours_retry_after(server: FakeVinciServer) -> None:
+    """A 503 and a 429 with Retry-After, then 200: three requests, the server's wait kept."""
+    clock = FakeClock()
+    server.script(Fault.status(503), Fault.status(429, retry_after="2"), path=BALANCE)
+    with httpx.Client(transport=ResilientTransport(preset(server, clock))) as client:
+        response = client.get(server.url(BALANCE))
+    assert response.status_code == 200
+    assert response.json()["balance_usd"] == 100.0
+    assert [r.path for r in server.requests] == [BALANCE] * 3
+    assert clock.sleeps[1] == 2.0  # the Retry-After, exactly
+    assert all(r.headers["Authorization"] == f"Bearer {server.api_key}" for r in server.requests)
+
+
+def test_sync_client_raises_the_library_errors_with_history(server: FakeVinciServer) -> None:
+    """Four 500s: a ServerError (also requests.HTTPError) carrying the four attempts."""
+    server.script(*[Fault.status(500)] * 4, path=BALANCE)
+    transport = ResilientTransport(preset(server, FakeClock()))
+    with httpx.Client(transport=transport) as client, pytest.raises(ServerError) as caught:
+        client.get(server.url(BALANCE))
+    assert isinstance(caught.value, requests.HTTPError)
+    assert [a.outcome for a in caught.value.history] == ["500"] * 4
+    assert caught.value.status_code == 500
+
+
+def test_sync_connection_failure_is_typed_and_not_sent() -> None:
+    """A refused connection: APIConnectionError, request_sent False, httpx's error as cause."""
+    pipeline = Pipeline(StatusErrors(), Retry(max_attempts=2), clock=FakeClock())
+    with (
+        httpx.Client(transport=ResilientTransport(pipeline)) as client,
+        pytest.raises(APIConnectionError) as caught,
+    ):
+        client.get("http://127.0.0.1:9/nothing")
+    assert caught.value.request_sent is False
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert [a.outcome for a in caught.value.history] == ["APIConnectionError"] * 2
+
+
+def test_mounted_on_a_prefix(server: FakeVinciServer) -> None:
+    """httpx's mounts= routes only the API's prefix through the pipeline."""
+    clock = FakeClock()
+    server.script(Fault.status(503), path=BALANCE)
+    mounts = {server.base_url + "/": ResilientTransport(preset(server, clock))}
+    with httpx.Client(mounts=mounts) as client:
+        assert client.get(server.url(BALANCE)).status_code == 200
+    assert len(server.requests) == 2
+
+
+def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:
+    """Twenty concurrent calls in one event loop, each retried through the same policies."""
+    clock = FakeClock()
+    server.script(*[Fault.status(503)] * 5, path=BALANCE)
+
+    async def main() -> list[int]:
+        transport = AsyncResilientTransport(preset(server, clock))
+        async with httpx.AsyncClient(transport=transport) as client:
+            responses = await asyncio.gather(*(client.get(server.url(BALANCE)) for _ in range(20)))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(main()) == [200] * 20
+    assert len(server.requests) == 25  # 20 calls, 5 of them retried once
+
+
+def test_async_client_raises_with_a_bounded_error_body(server: FakeVinciServer) -> None:
+    """An async 500 becomes a ServerError whose detail was read from the body."""
+    server.script(*[Fault.status(500)] * 4, path=BALANCE)
+
+    async def main() -> ServerError:
+        transport = AsyncResilientTransport(preset(server, FakeClock()))
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(ServerError) as caught:
+                await client.get(server.url(BALANCE))
+        return caught.value
+
+    error = asyncio.run(main())
+    assert error.detail == "Internal Server Error"
+    assert len(error.history) == 4
+
+
+def test_one_pipeline_serves_requests_and_httpx_with_shared_state(
+    server: FakeVinciServer,
+) -> None:
+    """The breaker opened by a requests session refuses the httpx clients' calls too."""
+    clock = FakeClock()
+    pipeline = Pipeline(
+        StatusErrors(),
+        CircuitBreaker(minimum_calls=3, failure_ratio=0.5, window=60.0, break_duration=30.0),
+        APIKeyAuth(server.api_key),
+        clock=clock,
+    )
+    server.script(*[Fault.status(500)] * 3, path=BALANCE)
+    with requests.Session() as session:
+        mount(session, server.base_url + "/", pipeline)
+        for _ in range(3):
+            with pytest.raises(ServerError):
+                session.get(server.url(BALANCE))
+    with (
+        httpx.Client(transport=ResilientTransport(pipeline)) as client,
+        pytest.raises(CircuitOpenError),
+    ):
+        client.get(server.url(BALANCE))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)) as client:
+            await client.get(server.url(BALANCE))
+
+    with pytest.raises(CircuitOpenError):
+        asyncio.run(main())
+    assert len(server.requests) == 3  # the refusals sent nothing
+
+
+def test_an_async_pipeline_refuses_a_sync_only_custom_policy() -> None:
+    """A policy with only a synchronous send() cannot run async: said when it is built."""
+
+    def tag(call: Call, next: Next) -> requests.Response:
+        return next(call)
+
+    with pytest.raises(ConfigurationError, match="'tag' has only a synchronous send"):
+        AsyncResilientTransport(Pipeline(tag))
+
+
+def test_an_async_function_policy_runs_in_async_pipelines_only(server: FakeVinciServer) -> None:
+    """`async def (call, next)` works under AsyncClient; a sync pipeline refuses it."""
+    seen: list[int] = []
+
+    async def tag(call: Call, next: AsyncNext) -> requests.Response:
+        call.request.headers["X-Tag"] = "async"
+        response: requests.Response = await next(call)
+        seen.append(response.status_code)
+        return response
+
+    pipeline = Pipeline(tag, APIKeyAuth(server.api_key))
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)) as client:
+            return (await client.get(server.url(BALANCE))).status_code
+
+    assert asyncio.run(main()) == 200
+    assert seen == [200]
+    assert server.requests[-1].headers["X-Tag"] == "async"
+    with pytest.raises(ConfigurationError, match="'tag' is async"):
+        ResilientTransport(pipeline)
+
+
+def test_attempts_are_recorded_on_the_view_not_the_httpx_response(
+    server: FakeVinciServer,
+) -> None:
+    """attempts_of() reads a requests response; for httpx the errors carry the history."""
+    server.script(Fault.status(503), path=BALANCE)
+    with httpx.Client(transport=ResilientTransport(preset(server, FakeClock()))) as client:
+        response = client.get(server.url(BALANCE))
+    assert isinstance(response, httpx.Response)
+    assert attempts_of(response) == ()  # type: ignore[arg-type]

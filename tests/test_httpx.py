@@ -8,6 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import requests
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from requests_resilience import (
     APIConnectionError,
@@ -21,6 +25,8 @@ from requests_resilience import (
     Pipeline,
     RateLimit,
     Retry,
+    RetryBudget,
+    RetryBudgetExhaustedError,
     ServerError,
     StatusErrors,
     Tracing,
@@ -203,3 +209,108 @@ def test_attempts_are_recorded_on_the_view_not_the_httpx_response(
         response = client.get(server.url(BALANCE))
     assert isinstance(response, httpx.Response)
     assert attempts_of(response) == ()  # type: ignore[arg-type]
+
+
+def test_async_attempts_are_spans_under_the_callers_span(server: FakeVinciServer) -> None:
+    """Each async attempt is a CLIENT span, child of the task's current span, injected."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    pipeline = Pipeline(
+        StatusErrors(),
+        Retry(initial_delay=0.01),
+        APIKeyAuth(server.api_key),
+        Tracing(tracer_provider=provider),
+        clock=FakeClock(),
+    )
+    server.script(Fault.status(503), path=BALANCE)
+
+    async def main() -> str:
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("generate videos") as parent:
+            async with httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)) as c:
+                await c.get(server.url(BALANCE))
+            return format(parent.get_span_context().span_id, "016x")
+
+    parent_id = asyncio.run(main())
+    provider.shutdown()
+    attempts = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(attempts) == 2
+    assert all(s.parent is not None for s in attempts)
+    assert all(format(s.parent.span_id, "016x") == parent_id for s in attempts if s.parent)
+    sent = [r.headers["traceparent"].split("-")[2] for r in server.requests]
+    assert sent == [format(s.context.span_id, "016x") for s in attempts]
+
+
+def _failing_budget(clock: FakeClock, max_tokens: float) -> RetryBudget:
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, max_tokens=max_tokens)
+    for _ in range(30):
+        budget._record(clock.monotonic(), failed=True)
+    return budget
+
+
+def test_one_budget_serves_sync_and_async_callers(server: FakeVinciServer) -> None:
+    """A failing spell seen by a requests session rations the async client's retries too."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0)
+    pipeline = Pipeline(
+        StatusErrors(),
+        Retry(budget=budget, max_attempts=2, fail_fast_on_budget=True),
+        APIKeyAuth(server.api_key),
+        clock=clock,
+    )
+    server.outage(60.0)
+    with requests.Session() as session:
+        mount(session, server.base_url + "/", pipeline)
+        for _ in range(10):  # the last calls are already refused their retry
+            with pytest.raises((ServerError, RetryBudgetExhaustedError)):
+                session.get(server.url(BALANCE))
+    assert budget.failing  # twenty attempts, all failed: a sustained failure
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)) as client:
+            await client.get(server.url(BALANCE))
+
+    with pytest.raises(RetryBudgetExhaustedError):
+        asyncio.run(main())
+
+
+def test_a_cancelled_async_retry_gives_its_token_back() -> None:
+    """Cancelling the task while its retry is on the wire returns the retry's token."""
+    clock = FakeClock()
+    budget = _failing_budget(clock, max_tokens=1.0)
+    budget._refund(1.0)  # one token in the bucket
+    hanging = asyncio.Event()
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) > 1:  # the retry: it hangs until cancelled
+            hanging.set()
+            await asyncio.sleep(3600)
+        return httpx.Response(503, request=request)
+
+    retry = Retry(budget=budget, jitter="none", initial_delay=0.1)
+    pipeline = Pipeline(StatusErrors(), retry, clock=clock)
+    transport = AsyncResilientTransport(pipeline, transport=httpx.MockTransport(handler))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            task = asyncio.create_task(client.get("http://api.example.com/x"))
+            await asyncio.wait_for(hanging.wait(), timeout=30)
+            assert budget.snapshot()["tokens"] == 0.0  # the retry took it
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert budget.snapshot()["tokens"] == 1.0
+
+
+@pytest.mark.parametrize("factory", [ResilientTransport, AsyncResilientTransport])
+def test_wrong_arguments_are_configuration_errors(factory: type) -> None:
+    """A pipeline that is not one, or a transport of the wrong kind, fails when built."""
+    with pytest.raises(ConfigurationError, match="pipeline must be a Pipeline"):
+        factory(object())
+    with pytest.raises(ConfigurationError, match="transport must be an httpx"):
+        factory(Pipeline(), transport=object())

@@ -253,6 +253,15 @@ def _as_requests_error(
     return error
 
 
+def _check(pipeline: object, transport: object, kind: type) -> None:
+    if not isinstance(pipeline, Pipeline):
+        msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
+        raise ConfigurationError(msg)
+    if transport is not None and not isinstance(transport, kind):
+        msg = f"transport must be an httpx.{kind.__name__}, got {type(transport).__name__}"
+        raise ConfigurationError(msg)
+
+
 class ResilientTransport(httpx.BaseTransport):
     """An `httpx.BaseTransport` that runs a `Pipeline` around another transport.
 
@@ -270,12 +279,7 @@ class ResilientTransport(httpx.BaseTransport):
     """
 
     def __init__(self, pipeline: Pipeline, transport: httpx.BaseTransport | None = None) -> None:
-        if not isinstance(pipeline, Pipeline):
-            msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
-            raise ConfigurationError(msg)
-        if transport is not None and not isinstance(transport, httpx.BaseTransport):
-            msg = f"transport must be an httpx.BaseTransport, got {type(transport).__name__}"
-            raise ConfigurationError(msg)
+        _check(pipeline, transport, httpx.BaseTransport)
         self._pipeline = pipeline
         self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport()
         self._handler = pipeline.wrap(self._send)
@@ -328,12 +332,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     def __init__(
         self, pipeline: Pipeline, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        if not isinstance(pipeline, Pipeline):
-            msg = f"pipeline must be a Pipeline, got {type(pipeline).__name__}"
-            raise ConfigurationError(msg)
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            msg = f"transport must be an httpx.AsyncBaseTransport, got {type(transport).__name__}"
-            raise ConfigurationError(msg)
+        _check(pipeline, transport, httpx.AsyncBaseTransport)
         self._pipeline = pipeline
         self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport()
         self._handler = pipeline.wrap_async(self._send)

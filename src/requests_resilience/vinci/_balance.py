@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from requests_resilience._errors import (
     APIConnectionError,
@@ -31,6 +32,7 @@ from requests_resilience._errors import (
     ServerError,
 )
 from requests_resilience.vinci._errors import VinciInputError
+from requests_resilience.vinci._models import Job
 
 if TYPE_CHECKING:
     from requests_resilience._clock import Clock
@@ -43,8 +45,11 @@ __all__ = [
     "areserve",
     "balance_in_detail",
     "settle_failure",
+    "settling",
     "to_money",
 ]
+
+T = TypeVar("T")
 
 _CENT: Final = Decimal("0.01")
 _CURRENT = re.compile(r"current balance:\s*\$?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -346,3 +351,39 @@ async def areserve(
         await arefresh(guard, fetch, lock)
         reservation = guard.try_reserve(cost, fetched=True)
     return reservation
+
+
+class Settler:
+    """Commits a job's reservation once the job is created (see `settling`)."""
+
+    __slots__ = ("_guard", "_reservation")
+
+    def __init__(self, guard: BalanceGuard | None, reservation: Reservation | None) -> None:
+        self._guard = guard
+        self._reservation = reservation
+
+    def __call__(self, result: T) -> T:
+        """Commit the server's estimate of a created `Job`; return `result` as it is."""
+        if self._guard is not None and self._reservation is not None and isinstance(result, Job):
+            self._guard.commit(self._reservation, Decimal(str(result.estimated_cost_usd)))
+        return result
+
+
+@contextmanager
+def settling(guard: BalanceGuard | None, reservation: Reservation | None) -> Iterator[Settler]:
+    """Settle a reservation by how a job's creation ends: the decision, for both clients.
+
+    The block hands its result to the yielded `Settler` (a created job commits its
+    cost); an exception leaving the block gives the reservation back (`settle_failure`).
+    With no guard or no reservation it does nothing.
+
+    Example:
+        >>> with settling(guard, guard.reserve(cost)) as settle:
+        ...     job = settle(create_the_job())
+    """
+    try:
+        yield Settler(guard, reservation)
+    except BaseException as exc:
+        if guard is not None and reservation is not None:
+            settle_failure(guard, reservation, exc)
+        raise

@@ -20,7 +20,7 @@ from requests_resilience._clock import Clock
 from requests_resilience._errors import APIError, ConfigurationError
 from requests_resilience._tracing import operation, route
 from requests_resilience.vinci import _operations as ops
-from requests_resilience.vinci._balance import BalanceGuard, Reservation, settle_failure
+from requests_resilience.vinci._balance import BalanceGuard, Reservation, settling
 from requests_resilience.vinci._models import (
     APIKey,
     AspectRatio,
@@ -36,7 +36,6 @@ from requests_resilience.vinci._preset import DEFAULT_BASE_URL, mount
 from requests_resilience.vinci._wait import (
     PollSchedule,
     ProgressCallback,
-    is_transient,
     poll_until_done,
 )
 
@@ -239,18 +238,9 @@ class VinciClient:
             op: what to send and how to read it (built by `_operations`).
         """
         with _operation(op.name, **op.attributes):
-            if op.cost_seconds is None or self._guard is None:
-                return self._exchange(op)
             reservation = self._reserve(op.cost_seconds)
-            try:
-                result = self._exchange(op)
-            except BaseException as exc:
-                if reservation is not None:
-                    settle_failure(self._guard, reservation, exc)
-                raise
-            if reservation is not None and isinstance(result, Job):
-                self._guard.commit(reservation, Decimal(str(result.estimated_cost_usd)))
-            return result
+            with settling(self._guard, reservation) as settle:
+                return settle(self._exchange(op))
 
     def _exchange(self, op: Operation[T]) -> T:
         """Send one request (inside the current operation) and read its typed result."""
@@ -271,15 +261,14 @@ class VinciClient:
             finally:
                 response.close()
 
-    def _reserve(self, duration_seconds: int) -> Reservation | None:
-        assert self._guard is not None
+    def _reserve(self, cost_seconds: int | None) -> Reservation | None:
+        """Reserve a job's estimate (None: not a job, no pre-check, or not readable now)."""
+        if cost_seconds is None or self._guard is None:
+            return None
         try:
-            return self._guard.reserve(self._options.estimate(duration_seconds))
+            return self._guard.reserve(self._options.estimate(cost_seconds))
         except APIError as exc:
-            if not is_transient(exc):
-                raise
-            # The balance cannot be read right now (5xx, 429, connection, open
-            # breaker): let the server, which enforces the balance anyway, decide.
+            ops.unless_final(exc)
             return None
 
     # -- generation ---------------------------------------------------------------------

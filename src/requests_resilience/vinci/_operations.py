@@ -31,7 +31,7 @@ from urllib.parse import quote
 from urllib3 import encode_multipart_formdata
 
 from requests_resilience._clock import Clock
-from requests_resilience._errors import APIStatusError, ConfigurationError
+from requests_resilience._errors import APIError, APIStatusError, ConfigurationError
 from requests_resilience._parsing import json_body, request_id_of
 from requests_resilience._status_errors import status_error
 from requests_resilience.vinci._balance import to_money
@@ -55,6 +55,7 @@ from requests_resilience.vinci._models import (
     parse_usage,
 )
 from requests_resilience.vinci._preset import normalise_base_url
+from requests_resilience.vinci._wait import is_transient
 
 if TYPE_CHECKING:
     from requests import Response
@@ -76,6 +77,7 @@ __all__ = [
     "revoke_key",
     "status",
     "text_to_video",
+    "unless_final",
     "usage",
 ]
 
@@ -243,6 +245,16 @@ def read_result(op: Operation[T], response: Response, redactor: Redactor, now: f
         msg = f"unexpected {what} response: the body is {kind}"
         raise UnexpectedResponseError(msg, response=response, request_id=request_id_of(response))
     return op.parse(body, response)
+
+
+def unless_final(exc: APIError) -> None:
+    """Re-raise a final error of the balance pre-check; None (skip it) for a transient one.
+
+    When the balance cannot be read right now (5xx, 429, connection, open breaker), the
+    job is sent anyway: the server, which enforces the balance, decides.
+    """
+    if not is_transient(exc):
+        raise exc
 
 
 def _check_int(option: str, value: object, low: int, high: int) -> int:

@@ -242,12 +242,16 @@ async def apoll_until_done(
             # one back too, and other tasks' sleeps may already have moved the clock.
             while (wait := state.wait_before(due)) > 0:
                 await sleep_async(clock, wait)
+            planned = state.poll_time(due)
             async with gate:
                 try:
                     outcome: JobStatus | APIError = await poll(state.ids[index])
                 except APIError as exc:
                     outcome = exc
-            due = state.observe(index, outcome)
+            # The next poll is spaced from when this one was due, not from when its
+            # answer came: a slow answer does not stretch the schedule, and tasks on a
+            # virtual clock (whose sleeps add up) keep one timeline.
+            due = state.observe(index, outcome, polled_at=planned)
 
     tasks = [asyncio.ensure_future(follow(index)) for index in range(len(request_ids))]
     try:
@@ -310,22 +314,34 @@ class WaitState:
         self.polls = [0] * count
         self.hold_until = self.start  # no poll before this (a 429's or a breaker's wait)
 
-    def wait_before(self, due: float) -> float:
-        """Seconds to sleep before polling a job due at `due` (0 or less: poll now)."""
+    def poll_time(self, due: float) -> float:
+        """When a job due at `due` is polled: after any hold, at the latest the deadline."""
         due = max(due, self.hold_until)
         if self.deadline is not None:
             due = min(due, self.deadline)  # a last poll at the deadline
-        return due - self.clock.monotonic()
+        return due
 
-    def observe(self, index: int, outcome: JobStatus | APIError) -> float | None:
+    def wait_before(self, due: float) -> float:
+        """Seconds to sleep before polling a job due at `due` (0 or less: poll now)."""
+        return self.poll_time(due) - self.clock.monotonic()
+
+    def observe(
+        self, index: int, outcome: JobStatus | APIError, *, polled_at: float | None = None
+    ) -> float | None:
         """Take one poll's outcome; return when to poll the job next, or None if settled.
+
+        Args:
+            index: the job.
+            outcome: its status, or the poll's error.
+            polled_at: when the poll was due (`poll_time`); the next delay counts from
+                there. None counts from now (the answer's arrival).
 
         Raises:
             APIError: the job's error (`JobFailedError`, `JobTimeoutError`, a final
                 poll error), unless `return_exceptions`.
         """
         if self._poll_again(index, outcome):
-            return self._reschedule(index)
+            return self._reschedule(index, polled_at)
         return None
 
     def results(self) -> list[JobStatus | APIError]:
@@ -359,7 +375,7 @@ class WaitState:
             return False
         return True
 
-    def _reschedule(self, index: int) -> float | None:
+    def _reschedule(self, index: int, polled_at: float | None) -> float | None:
         self.polls[index] += 1
         now = self.clock.monotonic()
         if self.deadline is not None and now >= self.deadline:
@@ -368,4 +384,5 @@ class WaitState:
             error.__cause__ = self.last_error[index]
             self._settle(index, error)
             return None
-        return now + self.schedule.delay(self.polls[index], self.clock.random())
+        base = now if polled_at is None else polled_at
+        return base + self.schedule.delay(self.polls[index], self.clock.random())

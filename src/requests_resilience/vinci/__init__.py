@@ -15,9 +15,11 @@ or use the typed client::
         job = client.text_to_video("Calm ocean at sunrise", duration_seconds=5)
         print(client.wait(job).video_url)
 
+or, in asyncio code, ``AsyncVinciClient`` (the same methods, awaited; needs httpx),
 or the command line: ``vinci demo`` (no key, no network), ``vinci generate "..." --wait``.
 """
 
+from requests_resilience.vinci._async_client import AsyncVinciClient
 from requests_resilience.vinci._balance import BalanceGuard
 from requests_resilience.vinci._client import ImageInput, VinciClient
 from requests_resilience.vinci._demo import DemoReport, print_report, run_demo
@@ -57,6 +59,7 @@ __all__ = [
     "JOB_STATES",
     "APIKey",
     "AspectRatio",
+    "AsyncVinciClient",
     "Balance",
     "BalanceGuard",
     "DemoReport",

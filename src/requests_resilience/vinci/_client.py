@@ -1,44 +1,27 @@
-"""`VinciClient`: one typed method per endpoint of the Vinci API."""
+"""`VinciClient`: one typed method per endpoint of the Vinci API, over requests.
+
+What each method sends and how its answer is read is written once, without I/O, in
+`_operations` (shared with `AsyncVinciClient`); this class only sends through its
+`requests.Session` and waits on its clock.
+"""
 
 from __future__ import annotations
 
-import math
-import os
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeAlias, overload
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import requests
-from urllib3 import encode_multipart_formdata
 
 from requests_resilience._adapter import PipelineAdapter
 from requests_resilience._clock import Clock
-from requests_resilience._errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    CircuitOpenError,
-    ConfigurationError,
-    InsufficientBalanceError,
-    ServerError,
-)
-from requests_resilience._parsing import json_body, request_id_of
-from requests_resilience._status_errors import status_error
+from requests_resilience._errors import APIError, ConfigurationError
 from requests_resilience._tracing import operation, route
-from requests_resilience.vinci._balance import (
-    BalanceGuard,
-    Reservation,
-    balance_in_detail,
-    to_money,
-)
-from requests_resilience.vinci._errors import UnexpectedResponseError, VinciInputError
+from requests_resilience.vinci import _operations as ops
+from requests_resilience.vinci._balance import BalanceGuard, Reservation, settling
 from requests_resilience.vinci._models import (
-    ASPECT_RATIOS,
     APIKey,
     AspectRatio,
     Balance,
@@ -47,42 +30,21 @@ from requests_resilience.vinci._models import (
     KeyInfo,
     RevokedKey,
     Usage,
-    parse_api_key,
-    parse_balance,
-    parse_job,
-    parse_job_status,
-    parse_key_list,
-    parse_revoked,
-    parse_usage,
 )
-from requests_resilience.vinci._preset import DEFAULT_BASE_URL, mount, normalise_base_url
+from requests_resilience.vinci._operations import MIB, ImageInput, Operation, TimeoutOption
+from requests_resilience.vinci._preset import DEFAULT_BASE_URL, mount
 from requests_resilience.vinci._wait import (
     PollSchedule,
     ProgressCallback,
-    is_transient,
     poll_until_done,
 )
 
 if TYPE_CHECKING:
-    from requests import Response
-
     from requests_resilience._pipeline import Pipeline
 
 __all__ = ["ImageInput", "VinciClient"]
 
-#: An image for image-to-video: a path, the file's bytes, or a binary file object.
-ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]"
-
-_MIB: Final = 1024 * 1024
-_JPEG: Final = b"\xff\xd8\xff"
-_PNG: Final = b"\x89PNG\r\n\x1a\n"
-_MIN_DURATION, _MAX_DURATION = 1, 10
-_MIN_DAYS, _MAX_DAYS = 1, 90
-_MAX_KEY_RATE = 100
-_DAY = 86_400.0
-_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-TimeoutOption: TypeAlias = "float | tuple[float, float]"
+T = TypeVar("T")
 
 
 @contextmanager
@@ -106,55 +68,6 @@ def _route(template: str) -> Iterator[None]:
     """
     with route(template):
         yield
-
-
-def _check_int(option: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        msg = f"{option} must be an integer from {low} to {high}, got {value!r}"
-        raise VinciInputError(msg)
-    return value
-
-
-def _check_text(option: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        msg = f"{option} must be a non-empty string"
-        raise VinciInputError(msg)
-    return value
-
-
-def _id_of(job: Job | JobStatus | str, option: str = "request_id") -> str:
-    if isinstance(job, Job | JobStatus):
-        return job.request_id
-    return _check_text(option, job).strip()
-
-
-def _number_option(
-    option: str, value: object, *, high: float, unit: str = "seconds", allow_zero: bool = False
-) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-        or value > high
-    ):
-        low = "0" if allow_zero else "more than 0"
-        msg = f"{option} must be a number of {unit} from {low} to {high:g}, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
-
-
-def _check_timeout(value: object) -> TimeoutOption:
-    if isinstance(value, tuple):
-        if len(value) != 2:
-            msg = "request_timeout must be seconds or a (connect, read) pair"
-            raise ConfigurationError(msg)
-        return (
-            _number_option("request_timeout", value[0], high=_DAY),
-            _number_option("request_timeout", value[1], high=_DAY),
-        )
-    return _number_option("request_timeout", value, high=_DAY)
 
 
 class VinciClient:
@@ -218,24 +131,19 @@ class VinciClient:
         balance_check: bool = True,
         balance_ttl: float = 30.0,
         price_per_second: float = 0.05,
-        max_upload_bytes: int = 10 * _MIB,
+        max_upload_bytes: int = 10 * MIB,
         pool_maxsize: int = 32,
     ) -> None:
-        self._base_url = normalise_base_url(base_url)
-        self._timeout = _check_timeout(request_timeout)
-        ttl = _number_option("balance_ttl", balance_ttl, high=_DAY, allow_zero=True)
-        price = _number_option(
-            "price_per_second", price_per_second, high=1000.0, unit="dollars", allow_zero=True
+        options = ops.check_options(
+            base_url=base_url,
+            request_timeout=request_timeout,
+            balance_ttl=balance_ttl,
+            price_per_second=price_per_second,
+            max_upload_bytes=max_upload_bytes,
+            clock=clock,
         )
-        if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int):
-            msg = f"max_upload_bytes must be an int, got {max_upload_bytes!r}"
-            raise ConfigurationError(msg)
-        if max_upload_bytes < 1:
-            msg = f"max_upload_bytes must be at least 1, got {max_upload_bytes!r}"
-            raise ConfigurationError(msg)
-        if clock is not None and not isinstance(clock, Clock):
-            msg = "clock must implement monotonic(), time(), sleep() and random()"
-            raise ConfigurationError(msg)
+        self._options = options
+        self._base_url = options.base_url
         if session is not None and not isinstance(session, requests.Session):
             msg = f"session must be a requests.Session, got {type(session).__name__}"
             raise TypeError(msg)
@@ -274,10 +182,8 @@ class VinciClient:
         assert isinstance(mounted, PipelineAdapter)
         self._adapter = mounted
         self._clock: Clock = clock or mounted.pipeline.clock
-        self._price_per_second = Decimal(str(price))
-        self._max_upload = max_upload_bytes
         self._guard = (
-            BalanceGuard(self._fetch_balance_amount, clock=self._clock, ttl=ttl)
+            BalanceGuard(self._fetch_balance_amount, clock=self._clock, ttl=options.balance_ttl)
             if balance_check
             else None
         )
@@ -323,110 +229,49 @@ class VinciClient:
     def __repr__(self) -> str:
         return f"VinciClient(base_url={self._base_url!r}, balance_check={self._guard is not None})"
 
-    # -- the one choke point ------------------------------------------------------------
+    # -- the driver: every endpoint goes through here -----------------------------------
 
-    def _request(
-        self,
-        op_name: str,
-        method: str,
-        path: str,
-        *,
-        route: str,
-        attributes: Mapping[str, object] | None = None,
-        **kwargs: Any,
-    ) -> tuple[Response, dict[str, Any]]:
-        """Run one operation of one request; return its response and JSON object body.
-
-        Every endpoint goes through here (job creation opens its operation itself, so
-        that the balance pre-check is part of it), so the operation's span wraps each.
+    def _perform(self, op: Operation[T]) -> T:
+        """Run one operation: its span, the balance pre-check of a job, the request.
 
         Args:
-            op_name: the operation's name, e.g. ``"vinci.status"``.
-            method: the HTTP method.
-            path: the path under the base URL, already quoted.
-            route: the path template, e.g. ``"/status/{request_id}"``.
-            attributes: span attributes of the operation.
-            **kwargs: passed to `requests.Session.request`.
+            op: what to send and how to read it (built by `_operations`).
         """
-        with _operation(op_name, **(attributes or {})):
-            return self._send(op_name, method, path, route=route, **kwargs)
+        with _operation(op.name, **op.attributes):
+            reservation = self._reserve(op.cost_seconds)
+            with settling(self._guard, reservation) as settle:
+                return settle(self._exchange(op))
 
-    def _send(
-        self, op_name: str, method: str, path: str, *, route: str, **kwargs: Any
-    ) -> tuple[Response, dict[str, Any]]:
-        """Send one request (inside the current operation) and read its JSON object."""
-        with _route(route):
-            response = self._session.request(
-                method, self._base_url + path, timeout=self._timeout, **kwargs
-            )
+    def _exchange(self, op: Operation[T]) -> T:
+        """Send one request (inside the current operation) and read its typed result."""
+        with op.errors_noted():
+            with _route(op.route):
+                response = self._session.request(
+                    op.method,
+                    self._base_url + op.path,
+                    timeout=self._options.timeout,
+                    json=op.json,
+                    params=op.params,
+                    data=op.content,
+                    headers=op.headers,
+                )
+            try:
+                redactor = self._adapter.pipeline.redactor
+                return ops.read_result(op, response, redactor, self._clock.time())
+            finally:
+                response.close()
+
+    def _reserve(self, cost_seconds: int | None) -> Reservation | None:
+        """Reserve a job's estimate (None: not a job, no pre-check, or not readable now)."""
+        if cost_seconds is None or self._guard is None:
+            return None
         try:
-            return response, self._json_object(op_name, response)
-        finally:
-            response.close()
-
-    def _json_object(self, op_name: str, response: Response) -> dict[str, Any]:
-        if response.status_code >= 400:  # a pipeline without StatusErrors
-            redactor = self._adapter.pipeline.redactor
-            raise status_error(response, redactor, self._clock.time())
-        body = json_body(response, max_bytes=None)  # a success body: never capped
-        what = op_name.removeprefix("vinci.")
-        if not 200 <= response.status_code < 300:
-            msg = f"unexpected {what} response: status {response.status_code}"
-            raise UnexpectedResponseError(msg, response=response)
-        if not isinstance(body, dict):
-            kind = "not JSON" if body is None else f"JSON {type(body).__name__}, not an object"
-            msg = f"unexpected {what} response: the body is {kind}"
-            raise UnexpectedResponseError(
-                msg, response=response, request_id=request_id_of(response)
-            )
-        return body
+            return self._guard.reserve(self._options.estimate(cost_seconds))
+        except APIError as exc:
+            ops.unless_final(exc)
+            return None
 
     # -- generation ---------------------------------------------------------------------
-
-    def _estimate(self, duration_seconds: int) -> Decimal:
-        return to_money(self._price_per_second * duration_seconds)
-
-    def _create(self, op_name: str, path: str, duration_seconds: int, **kwargs: Any) -> Job:
-        with _operation(op_name, **{"vinci.duration_seconds": duration_seconds}):
-            reservation = self._reserve(duration_seconds)
-            try:
-                response, body = self._send(op_name, "POST", path, route=path, **kwargs)
-                job = parse_job(body, response)
-            except BaseException as exc:
-                if reservation is not None:
-                    self._settle_failure(reservation, exc)
-                raise
-            if reservation is not None and self._guard is not None:
-                self._guard.commit(reservation, Decimal(str(job.estimated_cost_usd)))
-            return job
-
-    def _reserve(self, duration_seconds: int) -> Reservation | None:
-        if self._guard is None:
-            return None
-        try:
-            return self._guard.reserve(self._estimate(duration_seconds))
-        except APIError as exc:
-            if not is_transient(exc):
-                raise
-            # The balance cannot be read right now (5xx, 429, connection, open
-            # breaker): let the server, which enforces the balance anyway, decide.
-            return None
-
-    def _settle_failure(self, reservation: Reservation, exc: BaseException) -> None:
-        guard = self._guard
-        assert guard is not None
-        if isinstance(exc, InsufficientBalanceError):
-            guard.release(reservation)
-            guard.observe(balance_in_detail(exc.detail))
-            return
-        definite = (
-            isinstance(exc, CircuitOpenError | VinciInputError)
-            or (isinstance(exc, APIStatusError) and not isinstance(exc, ServerError))
-            or (isinstance(exc, APIConnectionError) and not exc.request_sent)
-        )
-        # Otherwise (a 5xx, a reset after sending, an unreadable 2xx) the server may
-        # have charged the job: forget the cached balance and read the real one next.
-        guard.release(reservation, outcome_unknown=not definite)
 
     def text_to_video(
         self,
@@ -456,24 +301,7 @@ class VinciClient:
         Example:
             >>> job = client.text_to_video("Forest in fog", duration_seconds=4, seed=7)
         """
-        _check_text("prompt", prompt)
-        duration = _check_int("duration_seconds", duration_seconds, _MIN_DURATION, _MAX_DURATION)
-        if aspect_ratio not in ASPECT_RATIOS:
-            msg = f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}, got {aspect_ratio!r}"
-            raise VinciInputError(msg)
-        payload: dict[str, object] = {
-            "prompt": prompt,
-            "duration_seconds": duration,
-            "aspect_ratio": aspect_ratio,
-        }
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                msg = f"seed must be an integer or None, got {seed!r}"
-                raise VinciInputError(msg)
-            payload["seed"] = seed
-        return self._create(
-            "vinci.text_to_video", "/generate/text-to-video", duration, json=payload
-        )
+        return self._perform(ops.text_to_video(prompt, duration_seconds, aspect_ratio, seed))
 
     def image_to_video(self, image: ImageInput, prompt: str, *, duration_seconds: int = 5) -> Job:
         """Start an image-to-video job from a JPEG or PNG image.
@@ -499,68 +327,9 @@ class VinciClient:
         Example:
             >>> job = client.image_to_video("cat.png", "The cat waves", duration_seconds=3)
         """
-        _check_text("prompt", prompt)
-        duration = _check_int("duration_seconds", duration_seconds, _MIN_DURATION, _MAX_DURATION)
-        data, filename = self._read_image(image)
-        if data.startswith(_JPEG):
-            content_type, suffix = "image/jpeg", ".jpg"
-        elif data.startswith(_PNG):
-            content_type, suffix = "image/png", ".png"
-        else:
-            msg = "image must be a JPEG or PNG file (its first bytes are neither)"
-            raise VinciInputError(msg)
-        name = _SAFE_FILENAME.sub("_", filename or "") or f"image{suffix}"
-        body, multipart_type = encode_multipart_formdata(
-            {
-                "image": (name, data, content_type),
-                "prompt": prompt,
-                "duration_seconds": str(duration),
-            }
-        )
-        return self._create(
-            "vinci.image_to_video",
-            "/generate/image-to-video",
-            duration,
-            data=body,
-            headers={"Content-Type": multipart_type},
-        )
-
-    def _read_image(self, image: ImageInput) -> tuple[bytes, str | None]:
-        limit = self._max_upload
-        too_big = f"image is larger than max_upload_bytes ({limit} bytes)"
-        if isinstance(image, bytes | bytearray | memoryview):
-            data, filename = bytes(image), None
-        elif isinstance(image, str | os.PathLike):
-            path = Path(image)
-            try:
-                if path.stat().st_size > limit:
-                    raise VinciInputError(too_big)
-                data = path.read_bytes()
-            except OSError as exc:
-                msg = f"cannot read the image {path.name!r}: {exc.strerror or exc}"
-                raise VinciInputError(msg) from exc
-            filename = path.name
-        elif callable(getattr(image, "read", None)):
-            try:
-                data = image.read(limit + 1)
-            except OSError as exc:
-                msg = f"cannot read the image file object: {exc}"
-                raise VinciInputError(msg) from exc
-            if not isinstance(data, bytes):
-                msg = "image file object must be opened in binary mode ('rb')"
-                raise VinciInputError(msg)
-            raw_name = getattr(image, "name", None)
-            filename = Path(raw_name).name if isinstance(raw_name, str) else None
-        else:
-            kind = type(image).__name__
-            msg = f"image must be a path, bytes or a binary file object, got {kind}"
-            raise VinciInputError(msg)
-        if not data:
-            msg = "image is empty"
-            raise VinciInputError(msg)
-        if len(data) > limit:
-            raise VinciInputError(too_big)
-        return data, filename
+        limit = self._options.max_upload_bytes
+        op = ops.image_to_video(image, prompt, duration_seconds, max_upload_bytes=limit)
+        return self._perform(op)
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -578,20 +347,7 @@ class VinciClient:
             >>> client.status(job).status
             'processing'
         """
-        request_id = _id_of(job)
-        try:
-            response, body = self._request(
-                "vinci.status",
-                "GET",
-                f"/status/{quote(request_id, safe='')}",
-                route="/status/{request_id}",
-                attributes={"vinci.request_id": request_id},
-            )
-        except APIStatusError as exc:
-            if exc.request_id is None:
-                exc.request_id = request_id  # the job it was about, for logs and reports
-            raise
-        return parse_job_status(body, request_id, response)
+        return self._perform(ops.status(job))
 
     def wait(
         self,
@@ -627,7 +383,7 @@ class VinciClient:
         Example:
             >>> done = client.wait(job, timeout=300, on_progress=lambda s: print(s.progress))
         """
-        request_id = _id_of(job)
+        request_id = ops.id_of(job)
         schedule = PollSchedule(
             timeout=timeout, poll_interval=poll_interval, max_poll_interval=max_poll_interval
         )
@@ -703,7 +459,7 @@ class VinciClient:
             >>> results = client.wait_all(jobs, return_exceptions=True)
             >>> [r.video_url for r in results if isinstance(r, JobStatus)]
         """
-        request_ids = [_id_of(job) for job in jobs]
+        request_ids = [ops.id_of(job) for job in jobs]
         schedule = PollSchedule(
             timeout=timeout, poll_interval=poll_interval, max_poll_interval=max_poll_interval
         )
@@ -720,14 +476,8 @@ class VinciClient:
 
     # -- billing ------------------------------------------------------------------------
 
-    def _get_balance(self) -> Balance:
-        response, body = self._request(
-            "vinci.balance", "GET", "/billing/balance", route="/billing/balance"
-        )
-        return parse_balance(body, response)
-
     def _fetch_balance_amount(self) -> Decimal:
-        return Decimal(str(self._get_balance().balance_usd))
+        return Decimal(str(self._perform(ops.balance()).balance_usd))
 
     def balance(self) -> Balance:
         """Fetch the balance (``GET /billing/balance``); it also refreshes the pre-check.
@@ -737,11 +487,11 @@ class VinciClient:
             25.5
         """
         if self._guard is None:
-            return self._get_balance()
+            return self._perform(ops.balance())
         fetched: list[Balance] = []
 
         def fetch() -> Decimal:
-            fetched.append(self._get_balance())
+            fetched.append(self._perform(ops.balance()))
             return Decimal(str(fetched[-1].balance_usd))
 
         self._guard.refresh(fetch)
@@ -754,15 +504,7 @@ class VinciClient:
             >>> client.usage(days=7).total_requests
             12
         """
-        checked = _check_int("days", days, _MIN_DAYS, _MAX_DAYS)
-        response, body = self._request(
-            "vinci.usage",
-            "GET",
-            "/billing/usage",
-            route="/billing/usage",
-            params={"days": checked},
-        )
-        return parse_usage(body, response)
+        return self._perform(ops.usage(days))
 
     # -- API keys -----------------------------------------------------------------------
 
@@ -777,16 +519,7 @@ class VinciClient:
             >>> key = client.create_key("ci", rate_limit=20)
             >>> save(key.key_id, key.api_key)
         """
-        _check_text("name", name)
-        limit = _check_int("rate_limit", rate_limit, 1, _MAX_KEY_RATE)
-        response, body = self._request(
-            "vinci.create_key",
-            "POST",
-            "/keys",
-            route="/keys",
-            json={"name": name, "rate_limit": limit},
-        )
-        return parse_api_key(body, response)
+        return self._perform(ops.create_key(name, rate_limit))
 
     def list_keys(self) -> list[KeyInfo]:
         """List the account's keys, revoked ones included (``GET /keys``).
@@ -795,8 +528,7 @@ class VinciClient:
             >>> [k.key_preview for k in client.list_keys()]
             ['sk-ab...9f3c']
         """
-        response, body = self._request("vinci.list_keys", "GET", "/keys", route="/keys")
-        return parse_key_list(body, response)
+        return self._perform(ops.list_keys())
 
     def revoke_key(self, key_id: str) -> RevokedKey:
         """Revoke a key (``DELETE /keys/{key_id}``).
@@ -808,12 +540,4 @@ class VinciClient:
             >>> client.revoke_key("vinci_0123abcd").key_id
             'vinci_0123abcd'
         """
-        checked = _id_of(key_id, "key_id")
-        response, body = self._request(
-            "vinci.revoke_key",
-            "DELETE",
-            f"/keys/{quote(checked, safe='')}",
-            route="/keys/{key_id}",
-            attributes={"vinci.key_id": checked},
-        )
-        return parse_revoked(body, checked, response)
+        return self._perform(ops.revoke_key(key_id))

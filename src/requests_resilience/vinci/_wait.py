@@ -8,16 +8,22 @@ heap orders them by when each is due next. A transient failure of a poll (a 5xx,
 again later, and a server's or breaker's ``retry_after`` holds back every poll. The
 deadline covers the whole wait; a job still running when it passes raises
 `JobTimeoutError` (after one last poll at the deadline).
+
+The decisions (when is a job due, what does an outcome mean) are `WaitState`'s, written
+once; `poll_until_done` drives them from one thread and `apoll_until_done` from asyncio
+tasks, one per job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
+from requests_resilience._clock import sleep_async
 from requests_resilience._errors import (
     APIError,
     APIStatusError,
@@ -35,7 +41,14 @@ if TYPE_CHECKING:
     from requests_resilience._clock import Clock
     from requests_resilience.vinci._models import JobStatus
 
-__all__ = ["PollSchedule", "ProgressCallback", "is_transient", "poll_until_done"]
+__all__ = [
+    "PollSchedule",
+    "ProgressCallback",
+    "WaitState",
+    "apoll_until_done",
+    "is_transient",
+    "poll_until_done",
+]
 
 #: Called with every status a poll returns (its ``progress`` is 0 to 100).
 ProgressCallback: TypeAlias = "Callable[[JobStatus], object]"
@@ -140,7 +153,10 @@ def poll_until_done(
     on_progress: ProgressCallback | None = None,
     return_exceptions: bool = False,
 ) -> list[JobStatus | APIError]:
-    """Poll every job until it completes, fails, or the deadline passes.
+    """Poll every job until it completes, fails, or the deadline passes (sync driver).
+
+    One thread polls whichever job is due next (a heap ordered by due time); what to
+    do with each outcome is `WaitState`'s decision.
 
     Args:
         request_ids: the jobs.
@@ -156,23 +172,128 @@ def poll_until_done(
         One entry per job, in order: its completed `JobStatus` or, with
         `return_exceptions`, its error.
     """
-    return _Waiter(
+    state = WaitState(
         request_ids,
-        poll,
         clock=clock,
         schedule=schedule,
         on_progress=on_progress,
         return_exceptions=return_exceptions,
-    ).run()
+    )
+    heap = [(state.start, index, index) for index in range(len(request_ids))]
+    sequence = len(heap)
+    while heap:
+        due, _, index = heapq.heappop(heap)
+        wait = state.wait_before(due)
+        if wait > 0:
+            clock.sleep(wait)
+        try:
+            outcome: JobStatus | APIError = poll(state.ids[index])
+        except APIError as exc:
+            outcome = exc
+        next_due = state.observe(index, outcome)
+        if next_due is not None:
+            heapq.heappush(heap, (next_due, sequence, index))
+            sequence += 1
+    return state.results()
 
 
-class _Waiter:
-    """The state of one `poll_until_done` loop (one thread, a heap of due jobs)."""
+async def apoll_until_done(
+    request_ids: Sequence[str],
+    poll: Callable[[str], Awaitable[JobStatus]],
+    *,
+    clock: Clock,
+    schedule: PollSchedule,
+    on_progress: ProgressCallback | None = None,
+    return_exceptions: bool = False,
+    max_concurrency: int = 16,
+) -> list[JobStatus | APIError]:
+    """`poll_until_done` for asyncio: one task per job, at most `max_concurrency` polls at once.
+
+    The decisions are the sync driver's (`WaitState`); each task sleeps with the event
+    loop until its job is due. The first error (unless `return_exceptions`) cancels
+    the other tasks; cancelling the caller cancels them all, and every task has ended
+    when this returns or raises.
+
+    Args:
+        request_ids: the jobs.
+        poll: fetches one job's status (raises `APIError`).
+        clock: time, and the wait (awaited: `sleep_async`).
+        schedule: the poll intervals and the deadline.
+        on_progress: called with every status received.
+        return_exceptions: as for `poll_until_done`.
+        max_concurrency: the most polls in flight at once.
+
+    Returns:
+        One entry per job, in order, as `poll_until_done`.
+    """
+    state = WaitState(
+        request_ids,
+        clock=clock,
+        schedule=schedule,
+        on_progress=on_progress,
+        return_exceptions=return_exceptions,
+    )
+    gate = asyncio.Semaphore(max_concurrency)
+
+    async def follow(index: int) -> None:
+        due: float | None = state.start
+        while due is not None:
+            # Re-read the wait after each sleep: a 429 seen by another task holds this
+            # one back too, and other tasks' sleeps may already have moved the clock.
+            while (wait := state.wait_before(due)) > 0:
+                await sleep_async(clock, wait)
+            planned = state.poll_time(due)
+            async with gate:
+                try:
+                    outcome: JobStatus | APIError = await poll(state.ids[index])
+                except APIError as exc:
+                    outcome = exc
+            # The next poll is spaced from when this one was due, not from when its
+            # answer came: a slow answer does not stretch the schedule, and tasks on a
+            # virtual clock (whose sleeps add up) keep one timeline.
+            due = state.observe(index, outcome, polled_at=planned)
+
+    tasks = [asyncio.ensure_future(follow(index)) for index in range(len(request_ids))]
+    try:
+        await _first_error(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return state.results()
+
+
+async def _first_error(tasks: Sequence[asyncio.Future[None]]) -> None:
+    """Wait for every task; re-raise the first exception one of them raises."""
+    pending: set[asyncio.Future[None]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+
+
+class WaitState:
+    """The decisions of one wait for jobs, without I/O: what each poll's outcome means.
+
+    A driver (`poll_until_done`, `apoll_until_done`) asks `wait_before(due)` how long
+    to sleep before a poll, polls, and hands the outcome to `observe()`, which settles
+    the job (completed, failed, a final error, the deadline) or says when to poll it
+    next. The state is shared by every job of the wait: one deadline, and one hold
+    (a 429's or an open breaker's ``retry_after``) that delays every poll.
+
+    Args:
+        request_ids: the jobs.
+        clock: time and jitter (never slept on here).
+        schedule: the poll intervals and the deadline.
+        on_progress: called with every status received.
+        return_exceptions: record a job's error as its result instead of raising it.
+    """
 
     def __init__(
         self,
         request_ids: Sequence[str],
-        poll: Callable[[str], JobStatus],
         *,
         clock: Clock,
         schedule: PollSchedule,
@@ -181,73 +302,87 @@ class _Waiter:
     ) -> None:
         count = len(request_ids)
         self.ids = list(request_ids)
-        self.poll = poll
         self.clock = clock
         self.schedule = schedule
         self.on_progress = on_progress
         self.return_exceptions = return_exceptions
         self.start = clock.monotonic()
         self.deadline = None if schedule.timeout is None else self.start + schedule.timeout
-        self.results: list[JobStatus | APIError | None] = [None] * count
+        self._results: list[JobStatus | APIError | None] = [None] * count
         self.last_status: list[JobStatus | None] = [None] * count
         self.last_error: list[APIError | None] = [None] * count
         self.polls = [0] * count
-        self.heap: list[tuple[float, int, int]] = [(self.start, i, i) for i in range(count)]
-        self.sequence = count
         self.hold_until = self.start  # no poll before this (a 429's or a breaker's wait)
 
-    def settle(self, index: int, outcome: JobStatus | APIError) -> None:
+    def poll_time(self, due: float) -> float:
+        """When a job due at `due` is polled: after any hold, at the latest the deadline."""
+        due = max(due, self.hold_until)
+        if self.deadline is not None:
+            due = min(due, self.deadline)  # a last poll at the deadline
+        return due
+
+    def wait_before(self, due: float) -> float:
+        """Seconds to sleep before polling a job due at `due` (0 or less: poll now)."""
+        return self.poll_time(due) - self.clock.monotonic()
+
+    def observe(
+        self, index: int, outcome: JobStatus | APIError, *, polled_at: float | None = None
+    ) -> float | None:
+        """Take one poll's outcome; return when to poll the job next, or None if settled.
+
+        Args:
+            index: the job.
+            outcome: its status, or the poll's error.
+            polled_at: when the poll was due (`poll_time`); the next delay counts from
+                there. None counts from now (the answer's arrival).
+
+        Raises:
+            APIError: the job's error (`JobFailedError`, `JobTimeoutError`, a final
+                poll error), unless `return_exceptions`.
+        """
+        if self._poll_again(index, outcome):
+            return self._reschedule(index, polled_at)
+        return None
+
+    def results(self) -> list[JobStatus | APIError]:
+        """Each settled job's result, in job order."""
+        return [r for r in self._results if r is not None]
+
+    def _settle(self, index: int, outcome: JobStatus | APIError) -> None:
         if isinstance(outcome, APIError) and not self.return_exceptions:
             raise outcome
-        self.results[index] = outcome
+        self._results[index] = outcome
 
-    def run(self) -> list[JobStatus | APIError]:
-        while self.heap:
-            due, _, index = heapq.heappop(self.heap)
-            due = max(due, self.hold_until)
-            if self.deadline is not None:
-                due = min(due, self.deadline)  # a last poll at the deadline
-            now = self.clock.monotonic()
-            if due > now:
-                self.clock.sleep(due - now)
-            if self.poll_once(index):
-                self.reschedule(index)
-        return [r for r in self.results if r is not None]
-
-    def poll_once(self, index: int) -> bool:
-        """Poll one job; return whether it must be polled again."""
-        try:
-            status = self.poll(self.ids[index])
-        except APIError as exc:
-            if not is_transient(exc):
-                self.settle(index, exc)
+    def _poll_again(self, index: int, outcome: JobStatus | APIError) -> bool:
+        if isinstance(outcome, APIError):
+            if not is_transient(outcome):
+                self._settle(index, outcome)
                 return False
-            self.last_error[index] = exc
-            hold = _hold_back(exc)
+            self.last_error[index] = outcome
+            hold = _hold_back(outcome)
             if hold is not None:
                 self.hold_until = max(self.hold_until, self.clock.monotonic() + hold)
             return True
         self.last_error[index] = None
-        self.last_status[index] = status
+        self.last_status[index] = outcome
         if self.on_progress is not None:
-            self.on_progress(status)
-        if status.status == "completed":
-            self.settle(index, status)
+            self.on_progress(outcome)
+        if outcome.status == "completed":
+            self._settle(index, outcome)
             return False
-        if status.status == "failed":
-            self.settle(index, JobFailedError(status))
+        if outcome.status == "failed":
+            self._settle(index, JobFailedError(outcome))
             return False
         return True
 
-    def reschedule(self, index: int) -> None:
+    def _reschedule(self, index: int, polled_at: float | None) -> float | None:
         self.polls[index] += 1
         now = self.clock.monotonic()
         if self.deadline is not None and now >= self.deadline:
             timeout = self.deadline - self.start
             error = JobTimeoutError(self.ids[index], timeout, self.last_status[index])
             error.__cause__ = self.last_error[index]
-            self.settle(index, error)
-            return
-        delay = self.schedule.delay(self.polls[index], self.clock.random())
-        heapq.heappush(self.heap, (now + delay, self.sequence, index))
-        self.sequence += 1
+            self._settle(index, error)
+            return None
+        base = now if polled_at is None else polled_at
+        return base + self.schedule.delay(self.polls[index], self.clock.random())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -11,6 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from requests_resilience.testing import FakeClock
+from tests.integration.conftest import REDIS_MISSING, RedisServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,3 +51,25 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         structlog.configure(**saved)
     else:
         structlog.reset_defaults()
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisServer]:
+    """A started redis-server that a test may stop, restart or SIGSTOP; always cleaned up."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(REDIS_MISSING)
+    server = RedisServer(executable)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio: redis.asyncio needs it."""
+    return "asyncio"

@@ -772,7 +772,7 @@ class AsyncRedisBreakerStorage:
     """
 
     def __init__(self, client: AsyncRedis, namespace: str, ttl_ms: int = 60_000) -> None:
-        self._client = client
+        self.client = client
         self._keys = _Keys.of(namespace)
         self._ttl_ms = ttl_ms
         self._ready = False
@@ -788,7 +788,7 @@ class AsyncRedisBreakerStorage:
     async def _initialise(self) -> None:
         if self._ready:
             return
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for key, value in self._keys.initial.items():
             pipe.set(key, value, nx=True)
         pipe.pexpire(self._keys.read[0], self._ttl_ms)
@@ -816,7 +816,7 @@ class AsyncRedisBreakerStorage:
 
     async def read(self, now: float, rules: Rules) -> StoredState:
         """The state and the window's counts (one pipelined round trip)."""
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         pipe.mget(self._keys.read)
         pipe.hgetall(self._keys.window)
         values, fields = await pipe.execute()
@@ -876,10 +876,9 @@ class AsyncFailoverStorage:
         )
 
     def _shared(self, link: RedisLink) -> AsyncRedisBreakerStorage:
-        if self._redis is None:
-            self._redis = AsyncRedisBreakerStorage(
-                link.async_client, self._namespace, self._ttl_ms
-            )
+        client = link.async_client  # one per event loop, unless one was given
+        if self._redis is None or self._redis.client is not client:
+            self._redis = AsyncRedisBreakerStorage(client, self._namespace, self._ttl_ms)
         return self._redis
 
     async def admit(self, now: float, rules: Rules) -> Admission:

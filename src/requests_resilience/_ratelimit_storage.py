@@ -654,7 +654,7 @@ class AsyncRedisBucket:
     """
 
     def __init__(self, client: AsyncRedis, key: str) -> None:
-        self._client = client
+        self.client = client
         self._keys = [key]
         self._reserve = client.register_script(_RESERVE)
         self._observe = client.register_script(_OBSERVE)
@@ -672,7 +672,7 @@ class AsyncRedisBucket:
 
     async def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""
-        return _pause_left(await self._client.hget(self._keys[0], "paused_until"), now)
+        return _pause_left(await self.client.hget(self._keys[0], "paused_until"), now)
 
     async def release(self, now: float, interval: float) -> None:
         """Hand back a granted slot (one round trip)."""
@@ -701,7 +701,7 @@ class AsyncRedisBucket:
 
     async def read(self, now: float, params: BucketParams) -> BucketState:
         """The bucket's current rate, tokens and pause (one round trip)."""
-        raw: dict[Any, Any] = await self._client.hgetall(self._keys[0])
+        raw: dict[Any, Any] = await self.client.hgetall(self._keys[0])
         return _bucket_state(raw, now, params)
 
 
@@ -747,8 +747,9 @@ class AsyncFailoverBucket:
         )
 
     def _shared(self, link: RedisLink) -> AsyncRedisBucket:
-        if self._redis is None:
-            self._redis = AsyncRedisBucket(link.async_client, self._key)
+        client = link.async_client  # one per event loop, unless one was given
+        if self._redis is None or self._redis.client is not client:
+            self._redis = AsyncRedisBucket(client, self._key)
         return self._redis
 
     async def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:

@@ -142,6 +142,7 @@ class RedisLink:
         self.async_errors: tuple[type[BaseException], ...] = (*errors, asyncio.TimeoutError)
         self._async_client = async_client
         self._make_async = make_async
+        self._made: dict[int, tuple[asyncio.AbstractEventLoop, AsyncRedis]] = {}
         self._where = where
         self._policy = policy
         self._event = event
@@ -152,27 +153,51 @@ class RedisLink:
 
     @property
     def async_client(self) -> AsyncRedis:
-        """The asyncio client, built on first use when it was not given.
+        """The asyncio client for the running event loop.
 
-        Building it does no I/O (redis-py connects on the first command).
+        A client that was given is used as it is, from any loop (its owner chose it).
+        One this link makes is made per event loop, on first use in that loop, since
+        an asyncio connection belongs to the loop that opened it: a program that calls
+        ``asyncio.run()`` twice, or runs loops in two threads, gets a client for each,
+        and the clients of loops that have closed are dropped. Making one does no I/O
+        (redis-py connects on the first command).
 
         Raises:
+            RuntimeError: no event loop is running in this thread.
             ConfigurationError: no asyncio client was given and none can be built
                 from the sync client (it is not a `redis.Redis`).
         """
-        made = self._async_client
-        if made is None:
-            with self._lock:
-                made = self._async_client
-                if made is None:
-                    make = self._make_async
-                    made = (
-                        make()
-                        if make is not None
-                        else twin_client(self.client, to_async=True, timeout=self.timeout)
-                    )
-                    self._async_client = made
+        if self._async_client is not None:
+            return self._async_client
+        loop = asyncio.get_running_loop()
+        entry = self._made.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        with self._lock:
+            for ident, (old, _) in list(self._made.items()):
+                if old.is_closed():
+                    del self._made[ident]
+            make = self._make_async
+            made = (
+                make()
+                if make is not None
+                else twin_client(self.client, to_async=True, timeout=self.timeout)
+            )
+            self._made[id(loop)] = (loop, made)
         return made
+
+    async def aclose(self) -> None:
+        """Close the asyncio client this link made for the running loop, if any.
+
+        For whoever owns the loop's lifetime (an async transport's ``aclose()``, a
+        test): its connections are closed while their loop still runs. A client that
+        was given is left to its owner.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._made.pop(id(loop), None)
+        if entry is not None and entry[0] is loop:
+            await entry[1].aclose()
 
     def usable(self, now: float) -> bool:
         """Whether to try Redis for a step happening at `now`."""
@@ -315,7 +340,12 @@ def twin_client(client: Any, *, to_async: bool, timeout: float = REDIS_TIMEOUT) 
     options = {**_client_options(redis, to_async=to_async, timeout=timeout), **own}
     flavour_module = redis.asyncio if to_async else redis
     new_pool = flavour_module.ConnectionPool(connection_class=connection_class, **options)
-    return flavour_module.Redis(connection_pool=new_pool)
+    # The twin owns its pool: closing it (``await client.aclose()``) closes the
+    # connections, which an asyncio client must do before its event loop ends.
+    from_pool = getattr(flavour_module.Redis, "from_pool", None)  # redis >= 5.0.1
+    if from_pool is None:
+        return flavour_module.Redis(connection_pool=new_pool)
+    return from_pool(new_pool)
 
 
 def connect(

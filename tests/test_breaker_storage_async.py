@@ -110,15 +110,18 @@ async def test_a_breaker_opened_async_refuses_sync_callers_and_one_probe_closes_
 
     faces.clock.advance(10)
     probe = await faces.aio.admit(faces.now(), faces.rules)
-    assert probe.allowed and probe.probe
-    assert probe.transition is not None and probe.transition.new == STATE_HALF_OPEN
+    assert probe.allowed
+    assert probe.probe
+    assert probe.transition is not None
+    assert probe.transition.new == STATE_HALF_OPEN
     second = faces.sync.admit(faces.now(), faces.rules)  # the one permit is out
     assert not second.allowed
     assert second.retry_after == faces.rules.probe_retry_after
     assert faces.sync.read(faces.now(), faces.rules).probes_in_flight == 1
 
     closed = await faces.aio.record(faces.now(), faces.rules, failed=False, probe=True)
-    assert closed is not None and closed.new == STATE_CLOSED
+    assert closed is not None
+    assert closed.new == STATE_CLOSED
     assert faces.sync.read(faces.now(), faces.rules).state == STATE_CLOSED
     assert (await faces.aio.read(faces.now(), faces.rules)).state == STATE_CLOSED
 
@@ -228,7 +231,8 @@ async def test_the_async_client_is_built_from_a_sync_client_on_first_async_use(
             {"async_redis": redis.Redis()}, "async_redis must be a redis.asyncio.Redis", id="sync"
         ),
         pytest.param(
-            {"redis_client": redis.asyncio.Redis()}, "pass an asyncio client as async_redis=",
+            {"redis_client": redis.asyncio.Redis()},
+            "pass an asyncio client as async_redis=",
             id="asyncio-as-redis_client",
         ),
     ],

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -54,8 +52,12 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 
 @pytest.fixture
-def redis_process() -> Iterator[RedisServer]:
-    """A started redis-server that a test may stop, restart or SIGSTOP; always cleaned up."""
+def redis_server() -> Iterator[RedisServer]:
+    """A started redis-server for one test, that it may stop, restart or SIGSTOP.
+
+    Fails (never skips) when redis-server is not installed. After the test the server
+    is continued (if stopped with SIGSTOP) and stopped.
+    """
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail(REDIS_MISSING)
@@ -64,9 +66,14 @@ def redis_process() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        if server.process is not None and server.process.poll() is None:
-            os.kill(server.process.pid, signal.SIGCONT)
+        server.thaw()
         server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a started, empty redis-server (``redis://127.0.0.1:<port>/0``)."""
+    return redis_server.url
 
 
 @pytest.fixture

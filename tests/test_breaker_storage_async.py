@@ -8,8 +8,7 @@ health for both faces, and the same memory fallback object.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import contextlib
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
@@ -57,9 +56,11 @@ class Faces:
         return self.clock.time()
 
     async def close(self) -> None:
+        """Close the clients this face's link holds (asyncio for this loop, and sync)."""
         link = self.breaker._link
         if link is not None:
             await link.aclose()
+            link.client.close()
 
 
 def _breaker(url: str, **options: Any) -> CircuitBreaker:
@@ -75,9 +76,9 @@ def _breaker(url: str, **options: Any) -> CircuitBreaker:
 
 
 @pytest.fixture
-async def faces(redis_process: RedisServer) -> AsyncIterator[Faces]:
+async def faces(redis_server: RedisServer) -> AsyncIterator[Faces]:
     """A Redis-backed breaker's two faces for `KEY`; its asyncio client closed after."""
-    pair = Faces(_breaker(redis_process.url, redis_timeout=0.2))
+    pair = Faces(_breaker(redis_server.url, redis_timeout=0.2))
     yield pair
     await pair.close()
 
@@ -150,17 +151,18 @@ def _steps_sync(face: BreakerStorage, rules: Rules, now: float) -> None:
     face.admit(now, rules)
 
 
-async def test_both_faces_write_the_same_keys_all_with_a_ttl(redis_process: RedisServer) -> None:
+async def test_both_faces_write_the_same_keys_all_with_a_ttl(redis_server: RedisServer) -> None:
     """The same steps, sync under one name and async under another: same keys, all expire."""
-    sync_side = Faces(_breaker(redis_process.url, name="sync"))
-    async_side = Faces(_breaker(redis_process.url, name="async"))
+    sync_side = Faces(_breaker(redis_server.url, name="sync"))
+    async_side = Faces(_breaker(redis_server.url, name="async"))
     try:
         _steps_sync(sync_side.sync, sync_side.rules, sync_side.now())
         await _steps_async(async_side.aio, async_side.rules, async_side.now())
         assert async_side.sync.read(async_side.now(), async_side.rules).state == STATE_OPEN
     finally:
+        await sync_side.close()
         await async_side.close()
-    client = redis.Redis.from_url(redis_process.url, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         prefix = "requests_resilience:breaker"
         fields: dict[str, dict[str, int]] = {"sync": {}, "async": {}}
@@ -183,26 +185,27 @@ async def test_both_faces_write_the_same_keys_all_with_a_ttl(redis_process: Redi
 
 
 async def test_an_async_client_given_is_used_and_the_sync_face_is_built_from_it(
-    redis_process: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     """async_redis alone: the async face uses it; the sync face's twin shares the state."""
-    client = redis.asyncio.Redis(port=redis_process.port)
+    client = redis.asyncio.Redis(port=redis_server.port)
     try:
         breaker = CircuitBreaker(minimum_calls=1, async_redis=client)
         pair = Faces(breaker)
         assert pair.link.async_client is client
         await pair.aio.record(pair.now(), pair.rules, failed=True, probe=False)
         assert pair.sync.read(pair.now(), pair.rules).state == STATE_OPEN
-        assert pair.link.client.connection_pool.connection_kwargs["port"] == redis_process.port
+        assert pair.link.client.connection_pool.connection_kwargs["port"] == redis_server.port
+        pair.link.client.close()
     finally:
         await client.aclose()
 
 
 async def test_the_async_client_is_built_from_a_sync_client_on_first_async_use(
-    redis_process: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     """redis_client=redis.Redis(...): no asyncio client until the async face takes a step."""
-    sync_client = redis.Redis(port=redis_process.port, db=2, socket_timeout=0.3)
+    sync_client = redis.Redis(port=redis_server.port, db=2, socket_timeout=0.3)
     pair = Faces(CircuitBreaker(minimum_calls=1, redis_client=sync_client))
     try:
         assert pair.link._made == {}
@@ -212,7 +215,7 @@ async def test_the_async_client_is_built_from_a_sync_client_on_first_async_use(
         assert isinstance(made, redis.asyncio.Redis)
         kwargs = made.connection_pool.connection_kwargs
         assert (kwargs["port"], kwargs["db"], kwargs["socket_timeout"]) == (
-            redis_process.port,
+            redis_server.port,
             2,
             0.3,
         )
@@ -244,13 +247,13 @@ def test_a_client_of_the_wrong_flavour_is_refused(options: dict[str, Any], messa
 
 
 async def test_on_a_dead_redis_the_async_face_uses_the_sync_face_s_fallback_then_recovers(
-    redis_process: RedisServer, logs: list[MutableMapping[str, Any]]
+    redis_server: RedisServer, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """Server stopped: both faces share one local state (one warning); restarted: Redis again."""
-    pair = Faces(_breaker(redis_process.url, redis_timeout=0.2))
+    pair = Faces(_breaker(redis_server.url, redis_timeout=0.2))
     try:
         assert (await pair.aio.admit(pair.now(), pair.rules)).allowed  # warm: Redis answers
-        redis_process.stop()
+        redis_server.stop()
         for _ in range(2):
             await pair.aio.record(pair.now(), pair.rules, failed=True, probe=False)
         assert isinstance(pair.sync, FailoverStorage)
@@ -260,7 +263,7 @@ async def test_on_a_dead_redis_the_async_face_uses_the_sync_face_s_fallback_then
         lost = [e for e in logs if e["event"] == "circuit_breaker_redis_unavailable"]
         assert len(lost) == 1
 
-        redis_process.start()
+        redis_server.start()
         pair.clock.advance(REDIS_RETRY_INTERVAL)
         admission = await pair.aio.admit(pair.now(), pair.rules)
         assert admission.allowed  # the fresh Redis holds a closed breaker
@@ -281,16 +284,26 @@ async def test_a_closed_port_falls_back_at_once_for_both_faces() -> None:
         await pair.close()
 
 
-async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
-    redis_process: RedisServer, logs: list[MutableMapping[str, Any]]
-) -> None:
-    """SIGSTOP'd, client without socket timeout: the first step < 2 s, then no Redis at all."""
-    client = redis.asyncio.Redis(port=redis_process.port, socket_timeout=None)
-    pair = Faces(_breaker(redis_process.url, redis_timeout=0.2, async_redis=client))
+@contextlib.asynccontextmanager
+async def _frozen(server: RedisServer, redis_timeout: float) -> AsyncIterator[Faces]:
+    """Faces on an asyncio client without socket timeouts, warmed, then the server frozen."""
+    client = redis.asyncio.Redis(port=server.port, socket_timeout=None)
+    pair = Faces(_breaker(server.url, redis_timeout=redis_timeout, async_redis=client))
     try:
         assert (await pair.aio.admit(pair.now(), pair.rules)).allowed  # warm
-        assert redis_process.process is not None
-        os.kill(redis_process.process.pid, signal.SIGSTOP)
+        server.freeze()
+        yield pair
+    finally:
+        server.thaw()
+        pair.link.client.close()
+        await client.aclose()
+
+
+async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
+    redis_server: RedisServer, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """SIGSTOP'd, client without socket timeout: the first step < 2 s, then no Redis at all."""
+    async with _frozen(redis_server, redis_timeout=0.2) as pair:
         began = time.monotonic()
         assert (await pair.aio.admit(pair.now(), pair.rules)).allowed
         first = time.monotonic() - began
@@ -298,8 +311,6 @@ async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
         for _ in range(10):
             await pair.aio.record(pair.now(), pair.rules, failed=False, probe=False)
         rest = time.monotonic() - began
-    finally:
-        await client.aclose()
     assert first < 2.0, first
     assert rest < 1.0, rest
     lost = [e for e in logs if e["event"] == "circuit_breaker_redis_unavailable"]
@@ -308,26 +319,17 @@ async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
 
 
 async def test_a_cancelled_async_step_is_not_a_redis_failure(
-    redis_process: RedisServer, logs: list[MutableMapping[str, Any]]
+    redis_server: RedisServer, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """Cancelling a step stuck on a frozen Redis raises CancelledError; the link stays up."""
-    client = redis.asyncio.Redis(port=redis_process.port, socket_timeout=None)
-    pair = Faces(_breaker(redis_process.url, redis_timeout=30, async_redis=client))
-    try:
-        await pair.aio.admit(pair.now(), pair.rules)  # warm
-        assert redis_process.process is not None
-        os.kill(redis_process.process.pid, signal.SIGSTOP)
+    async with _frozen(redis_server, redis_timeout=30) as pair:
         task = asyncio.ensure_future(pair.aio.admit(pair.now(), pair.rules))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert pair.link.usable(pair.now())
-        assert not [e for e in logs if e["event"].endswith("_redis_unavailable")]
-    finally:
-        assert redis_process.process is not None
-        os.kill(redis_process.process.pid, signal.SIGCONT)
-        await client.aclose()
+    assert not [e for e in logs if e["event"].endswith("_redis_unavailable")]
 
 
 async def test_without_redis_the_async_face_steps_the_sync_face_s_memory_state() -> None:
@@ -341,9 +343,9 @@ async def test_without_redis_the_async_face_steps_the_sync_face_s_memory_state()
     assert not pair.sync.admit(now, pair.rules).allowed
 
 
-def test_each_event_loop_gets_its_own_asyncio_client(redis_process: RedisServer) -> None:
+def test_each_event_loop_gets_its_own_asyncio_client(redis_server: RedisServer) -> None:
     """Two asyncio.run() in a row: each loop its own client, both see the same Redis state."""
-    breaker = _breaker(redis_process.url, minimum_calls=1)
+    breaker = _breaker(redis_server.url, minimum_calls=1)
     pair = Faces(breaker)
     clients: list[object] = []
 
@@ -362,3 +364,4 @@ def test_each_event_loop_gets_its_own_asyncio_client(redis_process: RedisServer)
     assert asyncio.run(look()) is False
     assert clients[0] is not clients[1]
     assert pair.link.usable(pair.now())  # no step failed
+    pair.link.client.close()

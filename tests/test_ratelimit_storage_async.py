@@ -7,8 +7,6 @@ for both faces, and the same `MemoryBucket` fallback object.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
@@ -52,8 +50,11 @@ class Faces:
         return self.clock.time()
 
     async def close(self) -> None:
-        if self.limit._link is not None:
-            await self.limit._link.aclose()
+        """Close the clients this face's link holds (asyncio for this loop, and sync)."""
+        link = self.limit._link
+        if link is not None:
+            await link.aclose()
+            link.client.close()
 
 
 def _limit(url: str, **options: Any) -> RateLimit:
@@ -63,9 +64,9 @@ def _limit(url: str, **options: Any) -> RateLimit:
 
 
 @pytest.fixture
-async def faces(redis_process: RedisServer) -> AsyncIterator[Faces]:
+async def faces(redis_server: RedisServer) -> AsyncIterator[Faces]:
     """A Redis-backed bucket's two faces for `KEY`; its asyncio client closed after."""
-    pair = Faces(_limit(redis_process.url, redis_timeout=0.2))
+    pair = Faces(_limit(redis_server.url, redis_timeout=0.2))
     yield pair
     await pair.close()
 
@@ -111,10 +112,10 @@ async def test_a_throttle_and_a_pause_learnt_async_hold_sync_callers(faces: Face
     assert await faces.aio.paused_for(now) == pytest.approx(30.0)
 
 
-async def test_both_faces_write_the_same_hash_with_a_ttl(redis_process: RedisServer) -> None:
+async def test_both_faces_write_the_same_hash_with_a_ttl(redis_server: RedisServer) -> None:
     """The same steps, sync under one name and async under another: same fields, both expire."""
-    sync_side = Faces(_limit(redis_process.url, name="sync"))
-    async_side = Faces(_limit(redis_process.url, name="async"))
+    sync_side = Faces(_limit(redis_server.url, name="sync"))
+    async_side = Faces(_limit(redis_server.url, name="async"))
     try:
         now = sync_side.now()
         sync_side.sync.reserve(now, sync_side.params, 0.0)
@@ -126,8 +127,9 @@ async def test_both_faces_write_the_same_hash_with_a_ttl(redis_process: RedisSer
             now, async_side.params, sent_at=now, throttled=True, pause_until=now + 5, ceiling=1.0
         )
     finally:
+        await sync_side.close()
         await async_side.close()
-    client = redis.Redis.from_url(redis_process.url, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         keys = sorted(client.scan_iter(match="requests_resilience:rate_limit:*"))
         fields = {key: sorted(client.hkeys(key)) for key in keys}
@@ -146,13 +148,13 @@ async def test_both_faces_write_the_same_hash_with_a_ttl(redis_process: RedisSer
 
 
 async def test_on_a_dead_redis_both_faces_share_one_local_bucket_then_recover(
-    redis_process: RedisServer, logs: list[MutableMapping[str, Any]]
+    redis_server: RedisServer, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """Server stopped: both faces draw from one MemoryBucket (one warning); restarted: Redis."""
-    pair = Faces(_limit(redis_process.url, redis_timeout=0.2))
+    pair = Faces(_limit(redis_server.url, redis_timeout=0.2))
     try:
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted  # warm
-        redis_process.stop()
+        redis_server.stop()
         for _ in range(2):
             assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted
         assert isinstance(pair.sync, FailoverBucket)
@@ -161,7 +163,7 @@ async def test_on_a_dead_redis_both_faces_share_one_local_bucket_then_recover(
         lost = [e for e in logs if e["event"] == "rate_limit_redis_unavailable"]
         assert len(lost) == 1
 
-        redis_process.start()
+        redis_server.start()
         pair.clock.advance(REDIS_RETRY_INTERVAL)
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted  # a fresh hash
         assert [e["event"] for e in logs].count("rate_limit_redis_recovered") == 1
@@ -182,14 +184,13 @@ async def test_a_closed_port_falls_back_at_once_for_both_faces() -> None:
 
 
 async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
-    redis_process: RedisServer, logs: list[MutableMapping[str, Any]]
+    redis_server: RedisServer, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """SIGSTOP'd: the first async step < 2 s (redis_timeout 0.2 s), the next ten < 1 s."""
-    pair = Faces(_limit(redis_process.url, redis_timeout=0.2, burst=100))
+    pair = Faces(_limit(redis_server.url, redis_timeout=0.2, burst=100))
     try:
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted  # warm
-        assert redis_process.process is not None
-        os.kill(redis_process.process.pid, signal.SIGSTOP)
+        redis_server.freeze()
         began = time.monotonic()
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted
         first = time.monotonic() - began
@@ -197,8 +198,8 @@ async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
         for _ in range(10):
             assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted
         rest = time.monotonic() - began
-        os.kill(redis_process.process.pid, signal.SIGCONT)
     finally:
+        redis_server.thaw()
         await pair.close()
     assert first < 2.0, first
     assert rest < 1.0, rest

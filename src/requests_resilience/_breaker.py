@@ -39,7 +39,6 @@ from requests_resilience._breaker_storage import (
     STATE_OPEN,
     Admission,
     AsyncBreakerStorage,
-    AsyncFailoverStorage,
     BreakerStorage,
     FailoverStorage,
     MemoryBreakerStorage,
@@ -583,10 +582,8 @@ class CircuitBreaker(Rebuilt):
             False
         """
         storage = self._cells.get(key).storage
-        if isinstance(storage, FailoverStorage):
-            return storage.async_face()
-        assert isinstance(storage, MemoryBreakerStorage)
-        return AsyncFailoverStorage(storage)
+        assert isinstance(storage, FailoverStorage | MemoryBreakerStorage)  # see _new_cell
+        return storage.async_face()
 
     def _new_cell(self, key: str) -> _Cell:
         storage: BreakerStorage

@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pybreaker
 
-from requests_resilience._redis import RedisLink
+from requests_resilience._redis import AsyncFailover, RedisLink
 from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
@@ -247,6 +247,10 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
     def shared(self) -> bool:
         """False: this state lives in this process only."""
         return False
+
+    def async_face(self) -> AsyncFailoverStorage:
+        """The asyncio face of this state: it calls this object directly (no I/O)."""
+        return AsyncFailoverStorage(self)
 
     def admit(self, now: float, rules: Rules) -> Admission:
         """Decide whether a call may go out now (closed: no lock taken)."""
@@ -626,9 +630,9 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
         client.pexpire(f"{namespace}:{self.BASE_NAMESPACE}:state", ttl_ms)
         self._keys = _Keys.of(namespace)
         self._client = client
-        self._admit_script = client.register_script(_ADMIT)
-        self._record_script = client.register_script(_RECORD)
-        self._release_script = client.register_script(_RELEASE)
+        self._admit_script, self._record_script, self._release_script = (
+            client.register_script(script) for script in (_ADMIT, _RECORD, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -772,13 +776,13 @@ class AsyncRedisBreakerStorage:
     """
 
     def __init__(self, client: AsyncRedis, namespace: str, ttl_ms: int = 60_000) -> None:
-        self.client = client
+        self._client = client
         self._keys = _Keys.of(namespace)
         self._ttl_ms = ttl_ms
         self._ready = False
-        self._admit_script = client.register_script(_ADMIT)
-        self._record_script = client.register_script(_RECORD)
-        self._release_script = client.register_script(_RELEASE)
+        self._admit_script, self._record_script, self._release_script = (
+            client.register_script(script) for script in (_ADMIT, _RECORD, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -788,7 +792,7 @@ class AsyncRedisBreakerStorage:
     async def _initialise(self) -> None:
         if self._ready:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         for key, value in self._keys.initial.items():
             pipe.set(key, value, nx=True)
         pipe.pexpire(self._keys.read[0], self._ttl_ms)
@@ -816,14 +820,14 @@ class AsyncRedisBreakerStorage:
 
     async def read(self, now: float, rules: Rules) -> StoredState:
         """The state and the window's counts (one pipelined round trip)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         pipe.mget(self._keys.read)
         pipe.hgetall(self._keys.window)
         values, fields = await pipe.execute()
         return _stored_state(values, fields, now, rules)
 
 
-class AsyncFailoverStorage:
+class AsyncFailoverStorage(AsyncFailover[AsyncRedisBreakerStorage, MemoryBreakerStorage]):
     """The async face of one key's breaker state: Redis, or the local fallback.
 
     It shares everything but the client with the sync `FailoverStorage` of the same
@@ -851,35 +855,9 @@ class AsyncFailoverStorage:
         namespace: str = "",
         ttl_ms: int = 60_000,
     ) -> None:
-        self.fallback = fallback
-        self._link = link
-        self._namespace = namespace
-        self._ttl_ms = ttl_ms
-        self._redis: AsyncRedisBreakerStorage | None = None
-
-    @property
-    def shared(self) -> bool:
-        """Whether the state lives in Redis (while Redis works)."""
-        return self._link is not None
-
-    async def _run(
-        self,
-        now: float,
-        on_redis: Callable[[AsyncRedisBreakerStorage], Awaitable[_T]],
-        on_fallback: Callable[[MemoryBreakerStorage], _T],
-    ) -> _T:
-        link = self._link
-        if link is None:
-            return on_fallback(self.fallback)
-        return await link.run_async(
-            now, lambda: on_redis(self._shared(link)), lambda: on_fallback(self.fallback)
+        super().__init__(
+            fallback, link, lambda client: AsyncRedisBreakerStorage(client, namespace, ttl_ms)
         )
-
-    def _shared(self, link: RedisLink) -> AsyncRedisBreakerStorage:
-        client = link.async_client  # one per event loop, unless one was given
-        if self._redis is None or self._redis.client is not client:
-            self._redis = AsyncRedisBreakerStorage(client, self._namespace, self._ttl_ms)
-        return self._redis
 
     async def admit(self, now: float, rules: Rules) -> Admission:
         """`admit` on Redis, or on the fallback when Redis fails."""

@@ -46,7 +46,6 @@ from requests_resilience._errors import ConfigurationError, RateLimitError, _saf
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
     AsyncBucketStorage,
-    AsyncFailoverBucket,
     BucketParams,
     BucketStorage,
     FailoverBucket,
@@ -648,10 +647,8 @@ class RateLimit(Rebuilt):
             False
         """
         bucket = self._cells.get(key).bucket
-        if isinstance(bucket, FailoverBucket):
-            return bucket.async_face()
-        assert isinstance(bucket, MemoryBucket)
-        return AsyncFailoverBucket(bucket)
+        assert isinstance(bucket, FailoverBucket | MemoryBucket)  # see _new_cell
+        return bucket.async_face()
 
     def _new_cell(self, key: str) -> _Cell:
         bucket: BucketStorage

@@ -53,11 +53,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from requests_resilience._redis import RedisLink
+from requests_resilience._redis import AsyncFailover, RedisLink
 from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
@@ -206,6 +206,10 @@ class MemoryBucket:
     def shared(self) -> bool:
         """False: this bucket lives in this process only."""
         return False
+
+    def async_face(self) -> AsyncFailoverBucket:
+        """The asyncio face of this bucket: it calls this object directly (no I/O)."""
+        return AsyncFailoverBucket(self)
 
     def _rate(self, now: float, params: BucketParams) -> tuple[float, float]:
         target = params.rate if self._ceiling is None else self._ceiling
@@ -473,9 +477,9 @@ class RedisBucket:
     def __init__(self, client: Redis, key: str) -> None:
         self._client = client
         self._keys = [key]
-        self._reserve = client.register_script(_RESERVE)
-        self._observe = client.register_script(_OBSERVE)
-        self._release = client.register_script(_RELEASE)
+        self._reserve, self._observe, self._release = (
+            client.register_script(script) for script in (_RESERVE, _OBSERVE, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -654,11 +658,11 @@ class AsyncRedisBucket:
     """
 
     def __init__(self, client: AsyncRedis, key: str) -> None:
-        self.client = client
+        self._client = client
         self._keys = [key]
-        self._reserve = client.register_script(_RESERVE)
-        self._observe = client.register_script(_OBSERVE)
-        self._release = client.register_script(_RELEASE)
+        self._reserve, self._observe, self._release = (
+            client.register_script(script) for script in (_RESERVE, _OBSERVE, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -672,7 +676,7 @@ class AsyncRedisBucket:
 
     async def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""
-        return _pause_left(await self.client.hget(self._keys[0], "paused_until"), now)
+        return _pause_left(await self._client.hget(self._keys[0], "paused_until"), now)
 
     async def release(self, now: float, interval: float) -> None:
         """Hand back a granted slot (one round trip)."""
@@ -701,11 +705,11 @@ class AsyncRedisBucket:
 
     async def read(self, now: float, params: BucketParams) -> BucketState:
         """The bucket's current rate, tokens and pause (one round trip)."""
-        raw: dict[Any, Any] = await self.client.hgetall(self._keys[0])
+        raw: dict[Any, Any] = await self._client.hgetall(self._keys[0])
         return _bucket_state(raw, now, params)
 
 
-class AsyncFailoverBucket:
+class AsyncFailoverBucket(AsyncFailover[AsyncRedisBucket, MemoryBucket]):
     """The async face of one key's bucket: Redis, or the local fallback.
 
     It shares everything but the client with the sync `FailoverBucket` of the same
@@ -723,34 +727,7 @@ class AsyncFailoverBucket:
     def __init__(
         self, fallback: MemoryBucket, link: RedisLink | None = None, key: str = ""
     ) -> None:
-        self.fallback = fallback
-        self._link = link
-        self._key = key
-        self._redis: AsyncRedisBucket | None = None
-
-    @property
-    def shared(self) -> bool:
-        """Whether the bucket lives in Redis (while Redis works)."""
-        return self._link is not None
-
-    async def _run(
-        self,
-        now: float,
-        on_redis: Callable[[AsyncRedisBucket], Awaitable[_T]],
-        on_fallback: Callable[[MemoryBucket], _T],
-    ) -> _T:
-        link = self._link
-        if link is None:
-            return on_fallback(self.fallback)
-        return await link.run_async(
-            now, lambda: on_redis(self._shared(link)), lambda: on_fallback(self.fallback)
-        )
-
-    def _shared(self, link: RedisLink) -> AsyncRedisBucket:
-        client = link.async_client  # one per event loop, unless one was given
-        if self._redis is None or self._redis.client is not client:
-            self._redis = AsyncRedisBucket(client, self._key)
-        return self._redis
+        super().__init__(fallback, link, lambda client: AsyncRedisBucket(client, key))
 
     async def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
         """`reserve` on Redis, or on the fallback when Redis fails."""

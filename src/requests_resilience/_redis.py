@@ -20,11 +20,12 @@ settings) unless one is given, so a sync-only program never imports ``redis.asyn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from requests_resilience._errors import ConfigurationError
 from requests_resilience._telemetry import logger
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REDIS_RETRY_INTERVAL",
+    "AsyncFailover",
     "RedisLink",
     "connect",
     "import_redis",
@@ -51,6 +53,8 @@ REDIS_TIMEOUT = 0.5
 
 _log = logger
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+_F = TypeVar("_F")
 
 
 def import_redis(purpose: str) -> Any:
@@ -230,13 +234,8 @@ class RedisLink:
     def run(self, now: float, on_redis: Callable[[], _T], on_fallback: Callable[[], _T]) -> _T:
         """`on_redis()` while Redis works, else (or when it fails now) `on_fallback()`."""
         if self.usable(now):
-            try:
-                result = on_redis()
-            except self.errors as exc:
-                self.failed(now, exc)
-            else:
-                self.succeeded()
-                return result
+            with self._attempt(now, self.errors):
+                return on_redis()
         return on_fallback()
 
     async def run_async(
@@ -249,14 +248,23 @@ class RedisLink:
         cancellation goes up and the link's health is left as it was.
         """
         if self.usable(now):
-            try:
-                result = await asyncio.wait_for(on_redis(), self.timeout)
-            except self.async_errors as exc:
-                self.failed(now, exc)
-            else:
-                self.succeeded()
-                return result
+            with self._attempt(now, self.async_errors):
+                return await asyncio.wait_for(on_redis(), self.timeout)
         return on_fallback()
+
+    @contextlib.contextmanager
+    def _attempt(self, now: float, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+        """Around one Redis step: a success or an error in `errors` updates the health.
+
+        An error in `errors` is swallowed (the caller goes on to its fallback); any
+        other exception, and a cancellation, go up with the health left as it was.
+        """
+        try:
+            yield
+        except errors as exc:
+            self.failed(now, exc)
+        else:
+            self.succeeded()
 
     def succeeded(self) -> None:
         """Redis answered a step: back to shared state, and log it if it was down."""
@@ -268,6 +276,56 @@ class RedisLink:
             self._logged = False
         if was_down:
             _log.info(f"{self._event}_redis_recovered", policy=self._policy, redis=self._where)
+
+
+class AsyncFailover(Generic[_R, _F]):
+    """What an async face of a key's state does: step Redis, or else the local fallback.
+
+    Subclassed by the async faces of the breaker storage and of the rate-limit bucket,
+    which add the steps. Without a link every step runs on `fallback` (a memory
+    storage: it does no I/O, so it is called directly). With one, a step goes through
+    `RedisLink.run_async` (the health that the sync face shares, bounded by
+    ``redis_timeout``) on the Redis storage that `make` builds for the link's
+    asyncio client, rebuilt when that client changes (one per event loop).
+
+    Args:
+        fallback: the memory storage that the sync face of the key falls back to.
+        link: the policy's Redis link, or None for memory state only.
+        make: builds the Redis storage of the key on an asyncio client.
+    """
+
+    def __init__(
+        self, fallback: _F, link: RedisLink | None, make: Callable[[AsyncRedis], _R]
+    ) -> None:
+        self.fallback = fallback
+        self._link = link
+        self._make = make
+        self._redis: tuple[AsyncRedis, _R] | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state lives in Redis (while Redis works)."""
+        return self._link is not None
+
+    async def _run(
+        self,
+        now: float,
+        on_redis: Callable[[_R], Awaitable[_T]],
+        on_fallback: Callable[[_F], _T],
+    ) -> _T:
+        link = self._link
+        if link is None:
+            return on_fallback(self.fallback)
+        return await link.run_async(
+            now, lambda: on_redis(self._storage(link)), lambda: on_fallback(self.fallback)
+        )
+
+    def _storage(self, link: RedisLink) -> _R:
+        client = link.async_client
+        made = self._redis
+        if made is None or made[0] is not client:
+            made = self._redis = (client, self._make(client))
+        return made[1]
 
 
 #: Connection settings that hold objects of one flavour of redis-py (sync or asyncio)

@@ -27,40 +27,23 @@ from requests_resilience._breaker_storage import (
     FailoverStorage,
     Rules,
 )
-from requests_resilience._redis import REDIS_RETRY_INTERVAL, RedisLink
-from requests_resilience.testing import FakeClock
+from requests_resilience._redis import REDIS_RETRY_INTERVAL
 from tests.integration.conftest import RedisServer, _free_port
+from tests.storage_faces import TwoFaces
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 KEY = "https://api.example.com:443"
 
 
-class Faces:
-    """One breaker key seen through its sync and its async face, on one fake clock."""
+class Faces(TwoFaces):
+    """One breaker key seen through its sync and its async face."""
 
     def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.clock = FakeClock(wall=time.time())
+        super().__init__(breaker._link)
         self.sync: BreakerStorage = breaker._cells.get(KEY).storage
         self.aio: AsyncBreakerStorage = breaker._async_storage(KEY)
         self.rules: Rules = breaker._settings.rules
-
-    @property
-    def link(self) -> RedisLink:
-        link = self.breaker._link
-        assert link is not None
-        return link
-
-    def now(self) -> float:
-        return self.clock.time()
-
-    async def close(self) -> None:
-        """Close the clients this face's link holds (asyncio for this loop, and sync)."""
-        link = self.breaker._link
-        if link is not None:
-            await link.aclose()
-            link.client.close()
 
 
 def _breaker(url: str, **options: Any) -> CircuitBreaker:

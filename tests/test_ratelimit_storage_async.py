@@ -21,40 +21,23 @@ from requests_resilience._ratelimit_storage import (
     BucketStorage,
     FailoverBucket,
 )
-from requests_resilience._redis import REDIS_RETRY_INTERVAL, RedisLink
-from requests_resilience.testing import FakeClock
+from requests_resilience._redis import REDIS_RETRY_INTERVAL
 from tests.integration.conftest import RedisServer, _free_port
+from tests.storage_faces import TwoFaces
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 KEY = "tenant-1"
 
 
-class Faces:
-    """One bucket seen through its sync and its async face, on one fake clock."""
+class Faces(TwoFaces):
+    """One bucket seen through its sync and its async face."""
 
     def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self.clock = FakeClock(wall=time.time())
+        super().__init__(limit._link)
         self.sync: BucketStorage = limit._cells.get(KEY).bucket
         self.aio: AsyncBucketStorage = limit._async_bucket(KEY)
         self.params: BucketParams = limit._settings.params
-
-    @property
-    def link(self) -> RedisLink:
-        link = self.limit._link
-        assert link is not None
-        return link
-
-    def now(self) -> float:
-        return self.clock.time()
-
-    async def close(self) -> None:
-        """Close the clients this face's link holds (asyncio for this loop, and sync)."""
-        link = self.limit._link
-        if link is not None:
-            await link.aclose()
-            link.client.close()
 
 
 def _limit(url: str, **options: Any) -> RateLimit:

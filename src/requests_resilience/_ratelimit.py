@@ -267,6 +267,7 @@ class RateLimit(Rebuilt):
             buckets, keys and scripts). Optional: without it one is built on first
             async use from `redis_url` or from `redis_client`'s connection settings;
             given alone, it serves both faces (the sync client is built from it).
+            Each async Redis step is bounded by `redis_timeout`, whatever the client.
         redis_timeout: seconds to connect to Redis and for each command, for the client
             made from `redis_url`; 0.001 to 60 (default 0.5). A frozen Redis costs a
             call at most this, once, before the policy falls back to a local bucket

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import shutil
+import warnings
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -11,6 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from requests_resilience.testing import FakeClock
+from tests.integration.conftest import REDIS_MISSING, RedisServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,3 +51,40 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         structlog.configure(**saved)
     else:
         structlog.reset_defaults()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A started redis-server for one test, that it may stop, restart or SIGSTOP.
+
+    Fails (never skips) when redis-server is not installed. After the test the server
+    is continued (if stopped with SIGSTOP) and stopped.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(REDIS_MISSING)
+    server = RedisServer(executable)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        # A policy's own Redis client (made from redis_url) has no close(): it lives
+        # as long as the policy. Collect the ones this test left in reference cycles
+        # now, so that their sockets do not warn inside a later test's gc.collect().
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a started, empty redis-server (``redis://127.0.0.1:<port>/0``)."""
+    return redis_server.url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio: redis.asyncio needs it."""
+    return "asyncio"

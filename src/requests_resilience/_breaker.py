@@ -38,6 +38,7 @@ from requests_resilience._breaker_storage import (
     STATE_HALF_OPEN,
     STATE_OPEN,
     Admission,
+    AsyncBreakerStorage,
     BreakerStorage,
     FailoverStorage,
     MemoryBreakerStorage,
@@ -61,6 +62,7 @@ from requests_resilience._telemetry import breaker_state_changed
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
     from requests import Response
 
     from requests_resilience._pipeline import AsyncNext, Call, Next
@@ -339,6 +341,11 @@ class CircuitBreaker(Rebuilt):
         redis_url: share the state through this Redis (``redis://``, ``rediss://`` or
             ``unix://``); needs the ``redis`` extra.
         redis_client: or share it through this `redis.Redis` client.
+        async_redis: the `redis.asyncio.Redis` client for async callers (the same
+            state, keys and scripts). Optional: without it one is built on first
+            async use from `redis_url` or from `redis_client`'s connection settings;
+            given alone, it serves both faces (the sync client is built from it).
+            Each async Redis step is bounded by `redis_timeout`, whatever the client.
         redis_timeout: seconds to connect to Redis and for each command, for the client
             made from `redis_url`; 0.001 to 60 (default 0.5). A frozen Redis costs a
             call at most this, once, before the policy falls back to local state for a
@@ -380,6 +387,7 @@ class CircuitBreaker(Rebuilt):
         listeners: BreakerListener | Iterable[BreakerListener] = (),
         redis_url: str | None = None,
         redis_client: Redis | None = None,
+        async_redis: AsyncRedis | None = None,
         redis_timeout: float | timedelta = REDIS_TIMEOUT,
         max_keys: int = DEFAULT_MAX_KEYS,
         namespace: str = "requests_resilience:breaker",
@@ -428,6 +436,7 @@ class CircuitBreaker(Rebuilt):
             owner="CircuitBreaker",
             name=name,
             event="circuit_breaker",
+            async_redis=async_redis,
             fallback="local memory state, per process",
             timeout=timeout_s,
         )
@@ -575,6 +584,25 @@ class CircuitBreaker(Rebuilt):
                 cell.opened += 1
         if transition is not None:
             self._announce(key, transition)
+
+    def _async_storage(self, key: str) -> AsyncBreakerStorage:
+        """The asyncio face of `key`'s state, for the async driver.
+
+        It steps the same state as `send` does: with Redis, the same keys and scripts
+        through redis-py's asyncio client, with the same `RedisLink` (one health for
+        both faces) and the same local fallback object; without Redis, the same
+        `MemoryBreakerStorage`, called directly (it does no I/O). So a breaker opened
+        by sync callers refuses async ones, and the other way round.
+
+        Example:
+            >>> breaker = CircuitBreaker()
+            >>> storage = breaker._async_storage("https://api.example.com:443")
+            >>> storage.shared
+            False
+        """
+        storage = self._cells.get(key).storage
+        assert isinstance(storage, FailoverStorage | MemoryBreakerStorage)  # see _new_cell
+        return storage.async_face()
 
     def _new_cell(self, key: str) -> _Cell:
         storage: BreakerStorage

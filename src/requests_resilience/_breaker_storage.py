@@ -34,6 +34,13 @@ process's ``break_duration``, whoever wrote it.
 `FailoverStorage` puts a memory storage behind the Redis one: when Redis fails, each
 process carries on with its own state (logged once), and retries Redis every few
 seconds.
+
+For asyncio callers each Redis class has an async twin on redis-py's asyncio client
+(`AsyncRedisBreakerStorage`, `AsyncFailoverStorage`), with the same keys and the same
+Lua scripts: what goes into a script and what comes out are plain functions both
+faces call. A key's async face shares its sync face's `RedisLink` (one health for
+both) and its fallback (the same memory object), so sync and async callers in one
+process see one breaker whether Redis works or not.
 """
 
 from __future__ import annotations
@@ -46,11 +53,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pybreaker
 
-from requests_resilience._redis import RedisLink
+from requests_resilience._redis import AsyncFailover, RedisLink
 from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
 
 __all__ = [
     "ADMITTED",
@@ -58,6 +66,9 @@ __all__ = [
     "STATE_HALF_OPEN",
     "STATE_OPEN",
     "Admission",
+    "AsyncBreakerStorage",
+    "AsyncFailoverStorage",
+    "AsyncRedisBreakerStorage",
     "BreakerStorage",
     "FailoverStorage",
     "MemoryBreakerStorage",
@@ -236,6 +247,10 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
     def shared(self) -> bool:
         """False: this state lives in this process only."""
         return False
+
+    def async_face(self) -> AsyncFailoverStorage:
+        """The asyncio face of this state: it calls this object directly (no I/O)."""
+        return AsyncFailoverStorage(self)
 
     def admit(self, now: float, rules: Rules) -> Admission:
         """Decide whether a call may go out now (closed: no lock taken)."""
@@ -449,6 +464,148 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# -- what both Redis faces send and parse ---------------------------------------------
+#
+# The sync storage (`RedisBreakerStorage`, redis-py's client) and the async one
+# (`AsyncRedisBreakerStorage`, redis-py's asyncio client) run the same scripts on the
+# same keys; only the round trip differs. So what goes into a script and what comes
+# out of it are plain functions that both call.
+
+#: The keys pybreaker's storage creates when it is built, and their initial values.
+_INITIAL = (("fail_counter", "0"), ("success_counter", "0"), ("state", STATE_CLOSED))
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """The Redis keys of one breaker, in the order each script takes them."""
+
+    admit: list[str]
+    record: list[str]
+    release: list[str]
+    read: list[str]
+    window: str
+    initial: dict[str, str]
+
+    @classmethod
+    def of(cls, namespace: str) -> _Keys:
+        """The keys under ``<namespace>:pybreaker:`` (pybreaker's own layout)."""
+
+        def key(name: str) -> str:
+            return f"{namespace}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:{name}"
+
+        admit = ("state", "open_until", "opened_at", "probes", "half_open_at", "success_counter")
+        record = (
+            "state",
+            "open_until",
+            "opened_at",
+            "probes",
+            "success_counter",
+            "fail_counter",
+            "window",
+        )
+        return cls(
+            admit=[key(n) for n in admit],
+            record=[key(n) for n in record],
+            release=[key("state"), key("probes")],
+            read=[key(n) for n in ("state", "open_until", "opened_at", "probes")],
+            window=key("window"),
+            initial={key(n): value for n, value in _INITIAL},
+        )
+
+
+def _admit_args(now: float, rules: Rules) -> list[str | int]:
+    return [repr(now), repr(rules.break_duration), rules.half_open_probes, rules.ttl_ms]
+
+
+def _admission(raw: list[object], rules: Rules) -> Admission:
+    """The `Admission` that the admit script's answer means."""
+    state, allowed, probe, wait, changed = (_text(item) for item in raw)
+    transition = Transition(old=STATE_OPEN, new=STATE_HALF_OPEN) if changed == "1" else None
+    if state == STATE_CLOSED and transition is None:
+        return ADMITTED
+    return Admission(
+        allowed=allowed == "1",
+        probe=probe == "1",
+        state=state,
+        retry_after=(
+            rules.probe_retry_after
+            if wait == ""
+            else min(rules.break_duration, max(0.0, float(wait)))  # a bound on the hint
+        ),
+        transition=transition,
+    )
+
+
+def _record_args(now: float, rules: Rules, *, failed: bool, probe: bool) -> list[str | int]:
+    bucket = rules.bucket(now)
+    return [
+        repr(now),
+        "1" if failed else "0",
+        "1" if probe else "0",
+        bucket,
+        bucket - rules.buckets + 1,
+        rules.minimum_calls,
+        repr(rules.failure_ratio),
+        repr(now + rules.break_duration),
+        rules.half_open_probes,
+        max(1000, math.ceil(rules.window * 2000)),
+        rules.ttl_ms,
+    ]
+
+
+def _transition(raw: list[object]) -> Transition | None:
+    """The `Transition` that the record script's answer means (None: no change)."""
+    if not raw:
+        return None
+    old, new, calls, failures = (_text(item) for item in raw)
+    return Transition(
+        old=old,
+        new=new,
+        calls=int(calls) if calls else None,
+        failures=int(failures) if failures else None,
+    )
+
+
+def _stored_state(
+    values: list[object], fields: dict[object, object], now: float, rules: Rules
+) -> StoredState:
+    """The `StoredState` from an MGET of the read keys and an HGETALL of the window."""
+    state_raw, open_until_raw, opened_at_raw, probes_raw = values
+    state = _text(state_raw) if state_raw is not None else STATE_CLOSED
+    retry_after = None
+    if state == STATE_OPEN:
+        if open_until_raw is not None:
+            open_until = float(_text(open_until_raw))
+        else:
+            opened_at = float(_text(opened_at_raw)) if opened_at_raw is not None else 0.0
+            open_until = opened_at + rules.break_duration
+        retry_after = min(rules.break_duration, max(0.0, open_until - now))
+    calls, failures = _window_counts(fields, rules.bucket(now) - rules.buckets + 1)
+    return StoredState(
+        state=state,
+        calls=calls,
+        failures=failures,
+        retry_after=retry_after,
+        probes_in_flight=(
+            int(_text(probes_raw)) if state == STATE_HALF_OPEN and probes_raw is not None else 0
+        ),
+    )
+
+
+def _window_counts(fields: dict[object, object], oldest: int) -> tuple[int, int]:
+    """Calls and failures in the window hash's buckets from `oldest` on."""
+    calls = failures = 0
+    for name_raw, count_raw in fields.items():
+        ident, _, kind = _text(name_raw).rpartition(":")
+        if not ident.lstrip("-").isdigit() or int(ident) < oldest:
+            continue
+        if kind == "c":
+            calls += int(_text(count_raw))
+        else:
+            failures += int(_text(count_raw))
+    return calls, failures
+
+
 class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
     """pybreaker's `CircuitRedisStorage`, with the atomic steps as Lua scripts.
 
@@ -471,47 +628,11 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
     def __init__(self, client: Redis, namespace: str, ttl_ms: int = 60_000) -> None:
         super().__init__(STATE_CLOSED, client, namespace=namespace)  # SETNX the initial state
         client.pexpire(f"{namespace}:{self.BASE_NAMESPACE}:state", ttl_ms)
-        names = (
-            "state",
-            "open_until",
-            "opened_at",
-            "probes",
-            "half_open_at",
-            "success_counter",
-            "fail_counter",
-            "window",
-        )
-        keys = {name: f"{namespace}:{self.BASE_NAMESPACE}:{name}" for name in names}
-        self._admit_keys = [
-            keys[n]
-            for n in (
-                "state",
-                "open_until",
-                "opened_at",
-                "probes",
-                "half_open_at",
-                "success_counter",
-            )
-        ]
-        self._record_keys = [
-            keys[n]
-            for n in (
-                "state",
-                "open_until",
-                "opened_at",
-                "probes",
-                "success_counter",
-                "fail_counter",
-                "window",
-            )
-        ]
-        self._release_keys = [keys["state"], keys["probes"]]
-        self._read_keys = [keys["state"], keys["open_until"], keys["opened_at"], keys["probes"]]
-        self._window_key = keys["window"]
+        self._keys = _Keys.of(namespace)
         self._client = client
-        self._admit_script = client.register_script(_ADMIT)
-        self._record_script = client.register_script(_RECORD)
-        self._release_script = client.register_script(_RELEASE)
+        self._admit_script, self._record_script, self._release_script = (
+            client.register_script(script) for script in (_ADMIT, _RECORD, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -520,98 +641,26 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
 
     def admit(self, now: float, rules: Rules) -> Admission:
         """Decide whether a call may go out now (one round trip)."""
-        raw = self._admit_script(
-            keys=self._admit_keys,
-            args=[repr(now), repr(rules.break_duration), rules.half_open_probes, rules.ttl_ms],
-        )
-        state, allowed, probe, wait, changed = (_text(item) for item in raw)
-        transition = Transition(old=STATE_OPEN, new=STATE_HALF_OPEN) if changed == "1" else None
-        if state == STATE_CLOSED and transition is None:
-            return ADMITTED
-        return Admission(
-            allowed=allowed == "1",
-            probe=probe == "1",
-            state=state,
-            retry_after=(
-                rules.probe_retry_after
-                if wait == ""
-                else min(rules.break_duration, max(0.0, float(wait)))  # a bound on the hint
-            ),
-            transition=transition,
-        )
+        raw = self._admit_script(keys=self._keys.admit, args=_admit_args(now, rules))
+        return _admission(raw, rules)
 
     def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so (one round trip)."""
-        bucket = rules.bucket(now)
-        raw = self._record_script(
-            keys=self._record_keys,
-            args=[
-                repr(now),
-                "1" if failed else "0",
-                "1" if probe else "0",
-                bucket,
-                bucket - rules.buckets + 1,
-                rules.minimum_calls,
-                repr(rules.failure_ratio),
-                repr(now + rules.break_duration),
-                rules.half_open_probes,
-                max(1000, math.ceil(rules.window * 2000)),
-                rules.ttl_ms,
-            ],
-        )
-        if not raw:
-            return None
-        old, new, calls, failures = (_text(item) for item in raw)
-        return Transition(
-            old=old,
-            new=new,
-            calls=int(calls) if calls else None,
-            failures=int(failures) if failures else None,
-        )
+        args = _record_args(now, rules, failed=failed, probe=probe)
+        return _transition(self._record_script(keys=self._keys.record, args=args))
 
     def release(self, now: float, *, probe: bool) -> None:
         """Give back a probe permit (nothing to do for an ordinary call)."""
         if probe:
-            self._release_script(keys=self._release_keys, args=[])
+            self._release_script(keys=self._keys.release, args=[])
 
     def read(self, now: float, rules: Rules) -> StoredState:
         """The state and the window's counts (one pipelined round trip)."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.mget(self._read_keys)
-        pipe.hgetall(self._window_key)
+        pipe.mget(self._keys.read)
+        pipe.hgetall(self._keys.window)
         values, fields = pipe.execute()
-        state_raw, open_until_raw, opened_at_raw, probes_raw = values
-        state = _text(state_raw) if state_raw is not None else STATE_CLOSED
-        retry_after = None
-        if state == STATE_OPEN:
-            if open_until_raw is not None:
-                open_until = float(_text(open_until_raw))
-            else:
-                opened_at = float(_text(opened_at_raw)) if opened_at_raw is not None else 0.0
-                open_until = opened_at + rules.break_duration
-            retry_after = min(rules.break_duration, max(0.0, open_until - now))
-        oldest = rules.bucket(now) - rules.buckets + 1
-        calls = failures = 0
-        for name_raw, count_raw in fields.items():
-            name = _text(name_raw)
-            ident, _, kind = name.rpartition(":")
-            if not ident.lstrip("-").isdigit() or int(ident) < oldest:
-                continue
-            if kind == "c":
-                calls += int(_text(count_raw))
-            else:
-                failures += int(_text(count_raw))
-        return StoredState(
-            state=state,
-            calls=calls,
-            failures=failures,
-            retry_after=retry_after,
-            probes_in_flight=(
-                int(_text(probes_raw))
-                if state == STATE_HALF_OPEN and probes_raw is not None
-                else 0
-            ),
-        )
+        return _stored_state(values, fields, now, rules)
 
 
 # -- failover -------------------------------------------------------------------------
@@ -636,12 +685,21 @@ class FailoverStorage:
         self._namespace = namespace
         self._ttl_ms = ttl_ms
         self._redis: RedisBreakerStorage | None = None
+        self._async: AsyncFailoverStorage | None = None
         self.fallback = MemoryBreakerStorage(buckets)
 
     @property
     def shared(self) -> bool:
         """True: the state lives in Redis (while Redis works)."""
         return True
+
+    def async_face(self) -> AsyncFailoverStorage:
+        """The asyncio face of this key's state: the same keys, link and fallback."""
+        if self._async is None:  # a race makes two equal faces: harmless
+            self._async = AsyncFailoverStorage(
+                self.fallback, self._link, self._namespace, self._ttl_ms
+            )
+        return self._async
 
     def _run(self, now: float, step: Callable[[BreakerStorage], _T]) -> _T:
         return self._link.run(now, lambda: step(self._shared()), lambda: step(self.fallback))
@@ -669,3 +727,165 @@ class FailoverStorage:
     def read(self, now: float, rules: Rules) -> StoredState:
         """`read` on Redis, or on the fallback when Redis fails."""
         return self._run(now, lambda storage: storage.read(now, rules))
+
+
+# -- asyncio --------------------------------------------------------------------------
+
+
+class AsyncBreakerStorage(Protocol):
+    """`BreakerStorage` for the async driver: the same steps, awaited."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is shared between processes (wall-clock time is used)."""
+        ...
+
+    async def admit(self, now: float, rules: Rules) -> Admission:
+        """Decide whether a call may go out now."""
+        ...
+
+    async def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool
+    ) -> Transition | None:
+        """Count an outcome; return the transition it caused, if any."""
+        ...
+
+    async def release(self, now: float, *, probe: bool) -> None:
+        """Give back the permit of a call whose outcome does not count."""
+        ...
+
+    async def read(self, now: float, rules: Rules) -> StoredState:
+        """The state and the window's counts."""
+        ...
+
+
+class AsyncRedisBreakerStorage:
+    """`RedisBreakerStorage` on redis-py's asyncio client: same keys, same scripts.
+
+    Each step sends what the sync storage sends and parses the answer with the same
+    functions (`_admit_args`, `_admission`, ...), so the two faces cannot drift. The
+    scripts are registered from the module's Lua text (``EVALSHA``, loaded on first
+    use), and pybreaker's initial keys are written (``SET NX``, as pybreaker's
+    constructor does) before the first step, which is when the sync storage writes
+    them too.
+
+    Args:
+        client: a `redis.asyncio.Redis` client.
+        namespace: the prefix of this breaker's keys (see `RedisBreakerStorage`).
+        ttl_ms: the expiry given to the state key when it is created.
+    """
+
+    def __init__(self, client: AsyncRedis, namespace: str, ttl_ms: int = 60_000) -> None:
+        self._client = client
+        self._keys = _Keys.of(namespace)
+        self._ttl_ms = ttl_ms
+        self._ready = False
+        self._admit_script, self._record_script, self._release_script = (
+            client.register_script(script) for script in (_ADMIT, _RECORD, _RELEASE)
+        )
+
+    @property
+    def shared(self) -> bool:
+        """True: the state lives in Redis."""
+        return True
+
+    async def _initialise(self) -> None:
+        if self._ready:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, value in self._keys.initial.items():
+            pipe.set(key, value, nx=True)
+        pipe.pexpire(self._keys.read[0], self._ttl_ms)
+        await pipe.execute()
+        self._ready = True
+
+    async def admit(self, now: float, rules: Rules) -> Admission:
+        """Decide whether a call may go out now (one round trip)."""
+        await self._initialise()
+        raw = await self._admit_script(keys=self._keys.admit, args=_admit_args(now, rules))
+        return _admission(raw, rules)
+
+    async def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool
+    ) -> Transition | None:
+        """Count an outcome; open or close the breaker when the rules say so."""
+        await self._initialise()
+        args = _record_args(now, rules, failed=failed, probe=probe)
+        return _transition(await self._record_script(keys=self._keys.record, args=args))
+
+    async def release(self, now: float, *, probe: bool) -> None:
+        """Give back a probe permit (nothing to do for an ordinary call)."""
+        if probe:
+            await self._release_script(keys=self._keys.release, args=[])
+
+    async def read(self, now: float, rules: Rules) -> StoredState:
+        """The state and the window's counts (one pipelined round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(self._keys.read)
+        pipe.hgetall(self._keys.window)
+        values, fields = await pipe.execute()
+        return _stored_state(values, fields, now, rules)
+
+
+class AsyncFailoverStorage(AsyncFailover[AsyncRedisBreakerStorage, MemoryBreakerStorage]):
+    """The async face of one key's breaker state: Redis, or the local fallback.
+
+    It shares everything but the client with the sync `FailoverStorage` of the same
+    key: the `RedisLink` (so a Redis failure seen on either face sends both to the
+    fallback, and a success on either brings both back), the namespace (the same keys
+    and scripts), and the fallback itself, the *same* `MemoryBreakerStorage` object,
+    which the async face calls directly: memory steps take a short lock and do no I/O,
+    so they never block the event loop for long. Without a link (a breaker without
+    Redis) every step runs on that memory storage.
+
+    Each Redis step is bounded by the link's ``timeout`` (``redis_timeout``): a frozen
+    Redis costs an async caller at most that once, then the fallback for a few seconds.
+
+    Args:
+        fallback: the memory storage that the sync face uses too.
+        link: the policy's Redis link, or None for memory state only.
+        namespace: the prefix of the key's Redis keys.
+        ttl_ms: the expiry of the state key when the async face creates it.
+    """
+
+    def __init__(
+        self,
+        fallback: MemoryBreakerStorage,
+        link: RedisLink | None = None,
+        namespace: str = "",
+        ttl_ms: int = 60_000,
+    ) -> None:
+        super().__init__(
+            fallback, link, lambda client: AsyncRedisBreakerStorage(client, namespace, ttl_ms)
+        )
+
+    async def admit(self, now: float, rules: Rules) -> Admission:
+        """`admit` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now, lambda redis: redis.admit(now, rules), lambda local: local.admit(now, rules)
+        )
+
+    async def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool
+    ) -> Transition | None:
+        """`record` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now,
+            lambda redis: redis.record(now, rules, failed=failed, probe=probe),
+            lambda local: local.record(now, rules, failed=failed, probe=probe),
+        )
+
+    async def release(self, now: float, *, probe: bool) -> None:
+        """`release` on Redis, or on the fallback when Redis fails."""
+        if probe:
+            await self._run(
+                now,
+                lambda redis: redis.release(now, probe=probe),
+                lambda local: local.release(now, probe=probe),
+            )
+
+    async def read(self, now: float, rules: Rules) -> StoredState:
+        """`read` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now, lambda redis: redis.read(now, rules), lambda local: local.read(now, rules)
+        )

@@ -45,6 +45,7 @@ from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
+    AsyncBucketStorage,
     BucketParams,
     BucketStorage,
     FailoverBucket,
@@ -55,6 +56,7 @@ from requests_resilience._redis import REDIS_TIMEOUT, connect
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
     from requests import Response
 
     from requests_resilience._pipeline import AsyncNext, Call, Next
@@ -313,6 +315,11 @@ class RateLimit(Rebuilt):
         redis_url: share the buckets through this Redis (``redis://``, ``rediss://`` or
             ``unix://``); needs the ``redis`` extra.
         redis_client: or share them through this `redis.Redis` client.
+        async_redis: the `redis.asyncio.Redis` client for async callers (the same
+            buckets, keys and scripts). Optional: without it one is built on first
+            async use from `redis_url` or from `redis_client`'s connection settings;
+            given alone, it serves both faces (the sync client is built from it).
+            Each async Redis step is bounded by `redis_timeout`, whatever the client.
         redis_timeout: seconds to connect to Redis and for each command, for the client
             made from `redis_url`; 0.001 to 60 (default 0.5). A frozen Redis costs a
             call at most this, once, before the policy falls back to a local bucket
@@ -353,6 +360,7 @@ class RateLimit(Rebuilt):
         key: str | Callable[[Call], str] = breaker_key_by_host,
         redis_url: str | None = None,
         redis_client: Redis | None = None,
+        async_redis: AsyncRedis | None = None,
         redis_timeout: float | timedelta = REDIS_TIMEOUT,
         namespace: str = "requests_resilience:rate_limit",
         name: str = "rate_limit",
@@ -406,6 +414,7 @@ class RateLimit(Rebuilt):
             owner="RateLimit",
             name=name,
             event="rate_limit",
+            async_redis=async_redis,
             fallback="local bucket, per process",
             timeout=timeout_s,
         )
@@ -684,6 +693,23 @@ class RateLimit(Rebuilt):
             detail="refused locally by the client's rate limit",
             request=request,
         )
+
+    def _async_bucket(self, key: str) -> AsyncBucketStorage:
+        """The asyncio face of `key`'s bucket, for the async driver.
+
+        It steps the same bucket as `send` does: with Redis, the same hash and scripts
+        through redis-py's asyncio client, with the same `RedisLink` (one health for
+        both faces) and the same local fallback; without Redis, the same
+        `MemoryBucket`, called directly (it does no I/O). So a token taken by an async
+        caller is gone for a sync one, and the other way round.
+
+        Example:
+            >>> RateLimit.per_second(5, key="k")._async_bucket("k").shared
+            False
+        """
+        bucket = self._cells.get(key).bucket
+        assert isinstance(bucket, FailoverBucket | MemoryBucket)  # see _new_cell
+        return bucket.async_face()
 
     def _new_cell(self, key: str) -> _Cell:
         bucket: BucketStorage

@@ -41,6 +41,12 @@ caller gives up before its slot (an interrupt during the wait) is handed back wi
 `FailoverBucket` puts a memory bucket behind the Redis one: when Redis fails, each
 process carries on with its own bucket (logged once) and tries Redis again every few
 seconds.
+
+For asyncio callers `AsyncRedisBucket` and `AsyncFailoverBucket` step the same hash
+with the same Lua scripts through redis-py's asyncio client (the arguments and the
+parsing are plain functions both faces call). A key's async face shares the sync
+face's `RedisLink` (one health for both) and its fallback (the same `MemoryBucket`),
+so a token taken by an async caller is gone for a sync one, with Redis or without.
 """
 
 from __future__ import annotations
@@ -51,13 +57,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from requests_resilience._redis import RedisLink
+from requests_resilience._redis import AsyncFailover, RedisLink
 from requests_resilience._telemetry import logger
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
 
 __all__ = [
+    "AsyncBucketStorage",
+    "AsyncFailoverBucket",
+    "AsyncRedisBucket",
     "BucketParams",
     "BucketState",
     "BucketStorage",
@@ -196,6 +206,10 @@ class MemoryBucket:
     def shared(self) -> bool:
         """False: this bucket lives in this process only."""
         return False
+
+    def async_face(self) -> AsyncFailoverBucket:
+        """The asyncio face of this bucket: it calls this object directly (no I/O)."""
+        return AsyncFailoverBucket(self)
 
     def _rate(self, now: float, params: BucketParams) -> tuple[float, float]:
         target = params.rate if self._ceiling is None else self._ceiling
@@ -367,6 +381,91 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# -- what both Redis faces send and parse ---------------------------------------------
+#
+# `RedisBucket` (redis-py's client) and `AsyncRedisBucket` (its asyncio client) run the
+# same scripts on the same hash; only the round trip differs. What goes into a script
+# and what comes out are these plain functions, which both call.
+
+
+def _reserve_args(now: float, params: BucketParams, max_wait: float) -> list[str | int]:
+    return [
+        repr(now),
+        repr(params.rate),
+        params.burst,
+        repr(params.recovery),
+        repr(params.beta),
+        repr(FLOOR_SHARE),
+        repr(min(max_wait, 1e12)),
+        params.ttl,
+        repr(params.max_pause),
+    ]
+
+
+def _reservation(raw: list[object]) -> Reservation:
+    """The `Reservation` that the reserve script's answer means."""
+    granted, wait, rate = raw
+    return Reservation(
+        granted=int(_text(granted)) == 1,
+        wait=max(0.0, float(_text(wait))),
+        rate=float(_text(rate)),
+    )
+
+
+def _observe_args(
+    now: float,
+    params: BucketParams,
+    *,
+    sent_at: float,
+    throttled: bool,
+    pause_until: float | None,
+    ceiling: float | None,
+) -> list[str | int]:
+    return [
+        repr(now),
+        repr(params.rate),
+        repr(params.recovery),
+        repr(params.beta),
+        repr(FLOOR_SHARE),
+        repr(sent_at),
+        "1" if throttled else "0",
+        "" if pause_until is None else repr(pause_until),
+        "" if ceiling is None else repr(ceiling),
+        params.ttl,
+        repr(params.cooldown),
+        repr(params.max_pause),
+    ]
+
+
+def _pause_left(raw: object, now: float) -> float:
+    """Seconds of pause left, from the hash's ``paused_until`` field (None: no pause)."""
+    if raw is None:
+        return 0.0
+    return max(0.0, float(_text(raw)) - now)
+
+
+def _bucket_state(raw: dict[Any, Any], now: float, params: BucketParams) -> BucketState:
+    """The `BucketState` from an HGETALL of the bucket's hash."""
+    fields = {_text(k): float(_text(v)) for k, v in raw.items()}
+    target = fields.get("ceiling", params.rate)
+    rate = cubic_rate(
+        now,
+        target=target,
+        w_max=fields.get("w_max"),
+        throttled_at=fields.get("throttled_at"),
+        params=params,
+    )
+    return BucketState(
+        rate=rate,
+        target=target,
+        tokens=_tokens(now, fields.get("tat"), rate, params.burst),
+        paused_for=_paused_for(
+            now, fields.get("paused_until", 0.0), fields.get("paused_at"), params.max_pause
+        ),
+        throttled_at=fields.get("throttled_at"),
+    )
+
+
 class RedisBucket:
     """A bucket kept in one Redis hash, stepped by Lua scripts. `now` is ``time()``.
 
@@ -378,9 +477,9 @@ class RedisBucket:
     def __init__(self, client: Redis, key: str) -> None:
         self._client = client
         self._keys = [key]
-        self._reserve = client.register_script(_RESERVE)
-        self._observe = client.register_script(_OBSERVE)
-        self._release = client.register_script(_RELEASE)
+        self._reserve, self._observe, self._release = (
+            client.register_script(script) for script in (_RESERVE, _OBSERVE, _RELEASE)
+        )
 
     @property
     def shared(self) -> bool:
@@ -389,31 +488,12 @@ class RedisBucket:
 
     def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
         """Reserve the next slot unless it is more than `max_wait` seconds away."""
-        raw = self._reserve(
-            keys=self._keys,
-            args=[
-                repr(now),
-                repr(params.rate),
-                params.burst,
-                repr(params.recovery),
-                repr(params.beta),
-                repr(FLOOR_SHARE),
-                repr(min(max_wait, 1e12)),
-                params.ttl,
-                repr(params.max_pause),
-            ],
-        )
-        granted, wait, rate = raw
-        return Reservation(
-            granted=int(granted) == 1, wait=max(0.0, float(_text(wait))), rate=float(_text(rate))
-        )
+        args = _reserve_args(now, params, max_wait)
+        return _reservation(self._reserve(keys=self._keys, args=args))
 
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""
-        raw = self._client.hget(self._keys[0], "paused_until")
-        if raw is None:
-            return 0.0
-        return max(0.0, float(_text(raw)) - now)
+        return _pause_left(self._client.hget(self._keys[0], "paused_until"), now)
 
     def release(self, now: float, interval: float) -> None:
         """Hand back a granted slot (one round trip)."""
@@ -430,46 +510,20 @@ class RedisBucket:
         ceiling: float | None,
     ) -> float:
         """Learn from a response (one round trip); return the rate afterwards."""
-        raw = self._observe(
-            keys=self._keys,
-            args=[
-                repr(now),
-                repr(params.rate),
-                repr(params.recovery),
-                repr(params.beta),
-                repr(FLOOR_SHARE),
-                repr(sent_at),
-                "1" if throttled else "0",
-                "" if pause_until is None else repr(pause_until),
-                "" if ceiling is None else repr(ceiling),
-                params.ttl,
-                repr(params.cooldown),
-                repr(params.max_pause),
-            ],
+        args = _observe_args(
+            now,
+            params,
+            sent_at=sent_at,
+            throttled=throttled,
+            pause_until=pause_until,
+            ceiling=ceiling,
         )
-        return float(_text(raw))
+        return float(_text(self._observe(keys=self._keys, args=args)))
 
     def read(self, now: float, params: BucketParams) -> BucketState:
         """The bucket's current rate, tokens and pause (one round trip)."""
         raw: dict[Any, Any] = self._client.hgetall(self._keys[0])
-        fields = {_text(k): float(_text(v)) for k, v in raw.items()}
-        target = fields.get("ceiling", params.rate)
-        rate = cubic_rate(
-            now,
-            target=target,
-            w_max=fields.get("w_max"),
-            throttled_at=fields.get("throttled_at"),
-            params=params,
-        )
-        return BucketState(
-            rate=rate,
-            target=target,
-            tokens=_tokens(now, fields.get("tat"), rate, params.burst),
-            paused_for=_paused_for(
-                now, fields.get("paused_until", 0.0), fields.get("paused_at"), params.max_pause
-            ),
-            throttled_at=fields.get("throttled_at"),
-        )
+        return _bucket_state(raw, now, params)
 
 
 # -- failover -------------------------------------------------------------------------
@@ -489,12 +543,19 @@ class FailoverBucket:
         self._link = link
         self._key = key
         self._redis: RedisBucket | None = None
+        self._async: AsyncFailoverBucket | None = None
         self.fallback = MemoryBucket()
 
     @property
     def shared(self) -> bool:
         """True: the bucket lives in Redis (while Redis works)."""
         return True
+
+    def async_face(self) -> AsyncFailoverBucket:
+        """The asyncio face of this bucket: the same key, link and fallback."""
+        if self._async is None:  # a race makes two equal faces: harmless
+            self._async = AsyncFailoverBucket(self.fallback, self._link, self._key)
+        return self._async
 
     def _run(self, now: float, step: Callable[[BucketStorage], _T]) -> _T:
         return self._link.run(now, lambda: step(self._shared()), lambda: step(self.fallback))
@@ -542,6 +603,184 @@ class FailoverBucket:
     def read(self, now: float, params: BucketParams) -> BucketState:
         """`read` on Redis, or on the fallback when Redis fails."""
         return self._run(now, lambda bucket: bucket.read(now, params))
+
+
+# -- asyncio --------------------------------------------------------------------------
+
+
+class AsyncBucketStorage(Protocol):
+    """`BucketStorage` for the async driver: the same steps, awaited."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the bucket is shared between processes (wall-clock time is used)."""
+        ...
+
+    async def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """Reserve the next slot unless it is more than `max_wait` seconds away."""
+        ...
+
+    async def paused_for(self, now: float) -> float:
+        """Seconds until a pause the server asked for ends (0.0 when none)."""
+        ...
+
+    async def release(self, now: float, interval: float) -> None:
+        """Hand back a granted slot that will not be used (its caller gave up waiting)."""
+        ...
+
+    async def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """Learn from a response; return the rate afterwards."""
+        ...
+
+    async def read(self, now: float, params: BucketParams) -> BucketState:
+        """The bucket's current rate, tokens and pause."""
+        ...
+
+
+class AsyncRedisBucket:
+    """`RedisBucket` on redis-py's asyncio client: the same hash, the same scripts.
+
+    Each step sends what the sync bucket sends and parses the answer with the same
+    functions (`_reserve_args`, `_reservation`, ...), so the two faces cannot drift.
+
+    Args:
+        client: a `redis.asyncio.Redis` client.
+        key: the hash's key (see `RedisBucket`).
+    """
+
+    def __init__(self, client: AsyncRedis, key: str) -> None:
+        self._client = client
+        self._keys = [key]
+        self._reserve, self._observe, self._release = (
+            client.register_script(script) for script in (_RESERVE, _OBSERVE, _RELEASE)
+        )
+
+    @property
+    def shared(self) -> bool:
+        """True: the bucket lives in Redis."""
+        return True
+
+    async def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """Reserve the next slot unless it is more than `max_wait` seconds away."""
+        args = _reserve_args(now, params, max_wait)
+        return _reservation(await self._reserve(keys=self._keys, args=args))
+
+    async def paused_for(self, now: float) -> float:
+        """Seconds until a pause the server asked for ends (0.0 when none)."""
+        return _pause_left(await self._client.hget(self._keys[0], "paused_until"), now)
+
+    async def release(self, now: float, interval: float) -> None:
+        """Hand back a granted slot (one round trip)."""
+        await self._release(keys=self._keys, args=[repr(interval)])
+
+    async def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """Learn from a response (one round trip); return the rate afterwards."""
+        args = _observe_args(
+            now,
+            params,
+            sent_at=sent_at,
+            throttled=throttled,
+            pause_until=pause_until,
+            ceiling=ceiling,
+        )
+        return float(_text(await self._observe(keys=self._keys, args=args)))
+
+    async def read(self, now: float, params: BucketParams) -> BucketState:
+        """The bucket's current rate, tokens and pause (one round trip)."""
+        raw: dict[Any, Any] = await self._client.hgetall(self._keys[0])
+        return _bucket_state(raw, now, params)
+
+
+class AsyncFailoverBucket(AsyncFailover[AsyncRedisBucket, MemoryBucket]):
+    """The async face of one key's bucket: Redis, or the local fallback.
+
+    It shares everything but the client with the sync `FailoverBucket` of the same
+    key: the `RedisLink` (one health for both faces), the Redis key and scripts, and
+    the fallback itself, the *same* `MemoryBucket`, called directly (a short lock, no
+    I/O). Without a link (a rate limit without Redis) every step runs on that memory
+    bucket. Each Redis step is bounded by the link's ``timeout`` (``redis_timeout``).
+
+    Args:
+        fallback: the memory bucket that the sync face uses too.
+        link: the policy's Redis link, or None for a memory bucket only.
+        key: the bucket's Redis key.
+    """
+
+    def __init__(
+        self, fallback: MemoryBucket, link: RedisLink | None = None, key: str = ""
+    ) -> None:
+        super().__init__(fallback, link, lambda client: AsyncRedisBucket(client, key))
+
+    async def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
+        """`reserve` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now,
+            lambda redis: redis.reserve(now, params, max_wait),
+            lambda local: local.reserve(now, params, max_wait),
+        )
+
+    async def paused_for(self, now: float) -> float:
+        """`paused_for` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now, lambda redis: redis.paused_for(now), lambda local: local.paused_for(now)
+        )
+
+    async def release(self, now: float, interval: float) -> None:
+        """`release` on Redis, or on the fallback when Redis fails."""
+        await self._run(
+            now,
+            lambda redis: redis.release(now, interval),
+            lambda local: local.release(now, interval),
+        )
+
+    async def observe(
+        self,
+        now: float,
+        params: BucketParams,
+        *,
+        sent_at: float,
+        throttled: bool,
+        pause_until: float | None,
+        ceiling: float | None,
+    ) -> float:
+        """`observe` on Redis, or on the fallback when Redis fails."""
+
+        def step(bucket: BucketStorage | AsyncRedisBucket) -> Any:
+            return bucket.observe(
+                now,
+                params,
+                sent_at=sent_at,
+                throttled=throttled,
+                pause_until=pause_until,
+                ceiling=ceiling,
+            )
+
+        rate: float = await self._run(now, step, step)
+        return rate
+
+    async def read(self, now: float, params: BucketParams) -> BucketState:
+        """`read` on Redis, or on the fallback when Redis fails."""
+        return await self._run(
+            now, lambda redis: redis.read(now, params), lambda local: local.read(now, params)
+        )
 
 
 def ttl_ms(period: float, recovery: float) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -75,6 +75,16 @@ class RedisServer:
                 pytest.fail(f"redis-server did not answer PING on port {self.port} in {timeout}s")
             time.sleep(0.01)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: it keeps its connections open and never answers."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server (harmless on one that runs)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and reap it."""
         process = self.process
@@ -88,23 +98,3 @@ class RedisServer:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A started redis-server for one test, stopped after it; fails if it is not installed."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(REDIS_MISSING)
-    server = RedisServer(executable)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The URL of a started, empty redis-server (``redis://127.0.0.1:<port>/0``)."""
-    return redis_server.url

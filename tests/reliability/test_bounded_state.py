@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
-import pytest
 import redis
 import requests
 
@@ -35,7 +33,7 @@ from requests_resilience import (
 )
 from requests_resilience.testing import FakeClock
 from tests.helpers import prepared, response
-from tests.integration.conftest import REDIS_MISSING, RedisServer
+from tests.integration.conftest import RedisServer
 from tests.reliability.test_hostile_text import Server
 
 KEYS = 100_000
@@ -147,22 +145,6 @@ def test_every_redis_key_of_a_tripped_breaker_and_a_bucket_expires(
     no_expiry = sorted(key for key, ttl in ttls.items() if ttl < 0)
     assert no_expiry == []
     assert all(0 < ttl <= 120_000 for ttl in ttls.values()), ttls
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server that may be SIGSTOP'd; always continued and stopped after."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(REDIS_MISSING)
-    server = RedisServer(executable)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
 
 
 def test_a_frozen_redis_costs_one_timeout_per_policy_then_local_state(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -33,7 +32,6 @@ from requests_resilience import (
     mount,
 )
 from requests_resilience._forksafe import reinit_after_fork, renew_locks
-from tests.integration.conftest import REDIS_MISSING, RedisServer
 from tests.reliability import hostile
 
 pytestmark = [
@@ -170,17 +168,9 @@ def test_the_child_gets_fresh_locks_that_a_parent_thread_held() -> None:
     assert statuses == [200, 200, 200]
 
 
-def test_redis_backed_state_reconnects_in_the_child() -> None:
+def test_redis_backed_state_reconnects_in_the_child(redis_url: str) -> None:
     """The child opens its own Redis connection and shares the parent's breaker state."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(REDIS_MISSING)
-    redis_server = RedisServer(executable)
-    redis_server.start()
-    try:
-        _check_redis_in_child(redis_server.url)
-    finally:
-        redis_server.stop()
+    _check_redis_in_child(redis_url)
 
 
 def _check_redis_in_child(url: str) -> None:

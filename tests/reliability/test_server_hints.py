@@ -15,7 +15,6 @@ breaker announced 86,400 s. After: every row below, exactly.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -30,25 +29,10 @@ from requests_resilience import (
     mount,
 )
 from requests_resilience.testing import FakeClock
-from tests.integration.conftest import REDIS_MISSING, RedisServer
 from tests.reliability.test_hostile_text import Answer, Server
 
 HUGE = "99999999"  # about 3.2 years: a valid delta-seconds, parsed as such
 HOUR = 3600.0
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A started, empty redis-server for one test (fails, never skips, without one)."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(REDIS_MISSING)
-    redis = RedisServer(executable)
-    redis.start()
-    try:
-        yield redis.url
-    finally:
-        redis.stop()
 
 
 class Hinting:

@@ -13,7 +13,6 @@ an interrupted probe (the next call was admitted as the probe); its rows guard t
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +20,6 @@ import requests
 
 from requests_resilience import Call, CircuitBreaker, Next, Pipeline, RateLimit, mount
 from requests_resilience.testing import FakeClock
-from tests.integration.conftest import REDIS_MISSING, RedisServer
 from tests.reliability.test_hostile_text import Server
 
 INTERVAL = 1 / 0.95  # RateLimit(1): 0.95 requests a second with the default headroom
@@ -47,20 +45,6 @@ def backend() -> Iterator[Server]:
     s = Server(lambda path: (200, "OK", {}, b"ok")).start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A real redis-server for one test (fails, never skips, without one)."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(REDIS_MISSING)
-    server = RedisServer(executable)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def _wait_after_an_interrupt(

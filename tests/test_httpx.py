@@ -24,6 +24,7 @@ from requests_resilience import (
     Next,
     Pipeline,
     RateLimit,
+    RateLimitError,
     Retry,
     RetryBudget,
     RetryBudgetExhaustedError,
@@ -314,3 +315,29 @@ def test_wrong_arguments_are_configuration_errors(factory: type) -> None:
         factory(object())
     with pytest.raises(ConfigurationError, match="transport must be an httpx"):
         factory(Pipeline(), transport=object())
+
+
+def test_redis_state_is_shared_by_sync_and_async_callers(
+    server: FakeVinciServer, redis_url: str
+) -> None:
+    """Through Redis: sync callers open the breaker and spend the tokens; async ones see it."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        minimum_calls=3, failure_ratio=0.5, break_duration=30.0, redis_url=redis_url
+    )
+    limit = RateLimit(2, period=60.0, burst=2, max_wait=0.0, redis_url=redis_url, key="vinci")
+    pipeline = Pipeline(StatusErrors(), breaker, limit, APIKeyAuth(server.api_key), clock=clock)
+
+    async def one_call() -> int:
+        async with httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)) as client:
+            return (await client.get(server.url(BALANCE))).status_code
+
+    with requests.Session() as session:
+        mount(session, server.base_url + "/", pipeline)
+        assert session.get(server.url(BALANCE)).status_code == 200  # token 1 of 2
+    assert asyncio.run(one_call()) == 200  # token 2, taken through redis.asyncio
+    with pytest.raises(RateLimitError):  # none left for anyone: refused locally
+        asyncio.run(one_call())
+    assert len(server.requests) == 2
+    key = next(iter(breaker.snapshot()))
+    assert breaker._cells.get(key).async_storage is not None  # the async face was used

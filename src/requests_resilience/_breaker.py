@@ -255,11 +255,22 @@ class BreakerStatus:
 class _Cell:
     """One key's storage, and what this process did with it (under a short lock)."""
 
-    __slots__ = ("clock", "failed", "lock", "opened", "rejected", "sent", "storage", "used")
+    __slots__ = (
+        "async_storage",
+        "clock",
+        "failed",
+        "lock",
+        "opened",
+        "rejected",
+        "sent",
+        "storage",
+        "used",
+    )
 
     def __init__(self, storage: BreakerStorage) -> None:
         self.used = 0  # recency, stamped by `Cells`
         self.storage = storage
+        self.async_storage: AsyncBreakerStorage | None = None  # built on first async use
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
         self.sent = 0
@@ -513,69 +524,118 @@ class CircuitBreaker(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Send the call unless the breaker is open; count its outcome."""
-        key, cell, probe = self._admit(call)
-        try:
-            response = next(call)
-        except BaseException as exc:
-            self._settle(key, cell, exc, probe, call.clock)
-            raise
-        self._count(key, cell, response, probe, call.clock)
-        return response
-
-    async def asend(self, call: Call, next: AsyncNext) -> Response:
-        """`send` for async pipelines: the same admission and counting around an await."""
-        key, cell, probe = self._admit(call)
-        try:
-            response = await next(call)
-        except BaseException as exc:
-            self._settle(key, cell, exc, probe, call.clock)
-            raise
-        self._count(key, cell, response, probe, call.clock)
-        return response
-
-    def _admit(self, call: Call) -> tuple[str, _Cell, bool]:
-        """Admit the attempt (its key, cell, and whether it is the probe) or raise."""
-        settings = self._settings
-        key = settings.key(call)
+        key = self._settings.key(call)
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
         storage = cell.storage
-        admission = storage.admit(_now(clock, storage.shared), settings.rules)
+        admission = storage.admit(_now(clock, storage.shared), self._settings.rules)
+        probe = self._admitted(key, cell, admission, call)
+        try:
+            response = next(call)
+        except BaseException as exc:
+            self._record(key, cell, exc, probe, clock)
+            raise
+        self._record(key, cell, response, probe, clock)
+        return response
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """`send` for async pipelines: the same decisions, the state stepped by awaiting.
+
+        With Redis, the state is read and written through redis-py's asyncio client
+        (the same keys and scripts as `send`, the same fallback); without, the same
+        memory state. Sync and async callers of one breaker share it.
+        """
+        key = self._settings.key(call)
+        cell = self._cells.get(key)
+        clock = call.clock
+        cell.clock = clock
+        storage = self._async_face(key, cell)
+        admission = await storage.admit(_now(clock, storage.shared), self._settings.rules)
+        probe = self._admitted(key, cell, admission, call)
+        try:
+            response = await next(call)
+        except BaseException as exc:
+            await self._arecord(key, cell, exc, storage=storage, probe=probe, clock=clock)
+            raise
+        await self._arecord(key, cell, response, storage=storage, probe=probe, clock=clock)
+        return response
+
+    def _async_face(self, key: str, cell: _Cell) -> AsyncBreakerStorage:
+        face = cell.async_storage
+        if face is None:  # a race builds two equal faces: harmless
+            face = cell.async_storage = self._async_storage(key)
+        return face
+
+    async def _arecord(
+        self,
+        key: str,
+        cell: _Cell,
+        outcome: Response | BaseException,
+        *,
+        storage: AsyncBreakerStorage,
+        probe: bool,
+        clock: Clock,
+    ) -> None:
+        """`_record` for the async face."""
+        now = _now(clock, storage.shared)
+        try:
+            failed = self._failure_of(outcome)
+        except BaseException:
+            await storage.release(now, probe=probe)
+            self._counted(key, cell, None, None)
+            raise
+        if failed is None:
+            await storage.release(now, probe=probe)
+            return
+        transition = await storage.record(now, self._settings.rules, failed=failed, probe=probe)
+        self._counted(key, cell, failed, transition)
+
+    def _admitted(self, key: str, cell: _Cell, admission: Admission, call: Call) -> bool:
+        """Act on an admission: announce its transition, refuse, or say if it is the probe."""
         if admission.transition is not None:
             self._announce(key, admission.transition)
         if not admission.allowed:
             with cell.lock:
                 cell.rejected += 1
             raise self._open_error(key, admission, call)
-        return key, cell, admission.probe
+        return admission.probe
 
-    def _settle(
-        self, key: str, cell: _Cell, exc: BaseException, probe: bool, clock: Clock
-    ) -> None:
-        """An attempt that raised: count a failure, or release it if nothing was sent."""
-        storage = cell.storage
-        if isinstance(exc, Exception) and not refused_locally(exc):
-            self._count(key, cell, exc, probe, clock)
-            return
-        # An inner breaker or rate limit refused it (nothing reached the server, so it
-        # is neither a failure nor a success, and a probe stays unanswered), or it was
-        # interrupted (KeyboardInterrupt, cancellation): release the probe.
-        storage.release(_now(clock, storage.shared), probe=probe)
+    def _failure_of(self, outcome: Response | BaseException) -> bool | None:
+        """Whether an attempt's outcome is a failure, a success, or nothing to record.
 
-    def _count(
-        self, key: str, cell: _Cell, outcome: Response | Exception, probe: bool, clock: Clock
+        None for an attempt that reached no server: an inner breaker's or rate limit's
+        local refusal, or an interruption (KeyboardInterrupt, cancellation); a probe
+        that ends so stays unanswered and is released. `is_failure` may raise.
+        """
+        if isinstance(outcome, BaseException) and (
+            not isinstance(outcome, Exception) or refused_locally(outcome)
+        ):
+            return None
+        return bool(self._settings.is_failure(outcome))
+
+    def _record(
+        self, key: str, cell: _Cell, outcome: Response | BaseException, probe: bool, clock: Clock
     ) -> None:
+        """Record the outcome in the storage (or release the attempt), and count it."""
         storage = cell.storage
         now = _now(clock, storage.shared)
         try:
-            failed = bool(self._settings.is_failure(outcome))
+            failed = self._failure_of(outcome)
         except BaseException:
             storage.release(now, probe=probe)
-            with cell.lock:
-                cell.sent += 1
+            self._counted(key, cell, None, None)
             raise
+        if failed is None:
+            storage.release(now, probe=probe)
+            return
         transition = storage.record(now, self._settings.rules, failed=failed, probe=probe)
+        self._counted(key, cell, failed, transition)
+
+    def _counted(
+        self, key: str, cell: _Cell, failed: bool | None, transition: Transition | None
+    ) -> None:
+        """This process's counts of a recorded attempt (`failed` None: is_failure raised)."""
         with cell.lock:
             cell.sent += 1
             if failed:

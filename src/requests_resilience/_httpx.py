@@ -357,5 +357,15 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         return _response_view(response, call.request, asynchronous=True)
 
     async def aclose(self) -> None:
-        """Close the wrapped transport (its connection pool)."""
+        """Close the wrapped transport (its pool) and the policies' asyncio Redis clients.
+
+        A shared breaker's or rate limit's asyncio client belongs to one event loop:
+        the one this transport ran in; it is closed here, while that loop still runs.
+        `httpx.AsyncClient` calls this when it is closed (``async with``).
+        """
         await self._transport.aclose()
+        for policy in self._pipeline.policies:
+            link = getattr(policy, "_link", None)
+            aclose = getattr(link, "aclose", None)
+            if aclose is not None:
+                await aclose()

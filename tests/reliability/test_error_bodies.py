@@ -85,13 +85,12 @@ def test_a_gzip_bomb_error_body_costs_the_cap(
         hostile.HostileServer(hostile.fixed(status, bomb, GZIP)) as server,
         session_for(server) as session,
     ):
-        error, peak, elapsed = measured(lambda: session.get(server.url + "/x", stream=stream))
+        error, peak, _ = measured(lambda: session.get(server.url + "/x", stream=stream))
         assert server.requests == 1
     assert isinstance(error, error_class)
     assert error.response is not None
     assert error.response.content == bytes(MAX_ERROR_BODY)
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"
-    assert elapsed < TIME_BOUND
 
 
 def test_without_status_errors_a_non_streamed_error_body_is_capped_too(bomb: bytes) -> None:

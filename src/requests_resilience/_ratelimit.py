@@ -30,7 +30,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -211,8 +211,10 @@ class _Op:
     cell: _Cell
     name: str  # reserve, read, release or observe
     args: tuple[Any, ...]
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] | None = None
 
+
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 #: A decision that needs bucket I/O: it yields `_Op`s, is sent their results, returns T.
 _Steps = Generator[_Op, Any, _T]
@@ -223,7 +225,9 @@ def _drive(steps: _Steps[_T]) -> _T:
     try:
         op = next(steps)
         while True:
-            op = steps.send(getattr(op.cell.bucket, op.name)(*op.args, **op.kwargs))
+            op = steps.send(
+                getattr(op.cell.bucket, op.name)(*op.args, **(op.kwargs or _NO_KWARGS))
+            )
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -234,7 +238,7 @@ async def _adrive(limit: RateLimit, steps: _Steps[_T]) -> _T:
         op = next(steps)
         while True:
             face = limit._async_face(op.key, op.cell)
-            op = steps.send(await getattr(face, op.name)(*op.args, **op.kwargs))
+            op = steps.send(await getattr(face, op.name)(*op.args, **(op.kwargs or _NO_KWARGS)))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -592,7 +596,9 @@ class RateLimit(Rebuilt):
             raise
         sent_at = ticket.depart()
         response = next(call)
-        _drive(self._learn(call, ticket.cell, ticket.key, response, sent_at))
+        lesson = self._lesson(call, ticket.cell, response)
+        if lesson is not None:
+            _drive(self._learn(call, ticket.cell, ticket.key, lesson, sent_at))
         return response
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
@@ -612,7 +618,9 @@ class RateLimit(Rebuilt):
             raise
         sent_at = ticket.depart()
         response = await next(call)
-        await _adrive(self, self._learn(call, ticket.cell, ticket.key, response, sent_at))
+        lesson = self._lesson(call, ticket.cell, response)
+        if lesson is not None:
+            await _adrive(self, self._learn(call, ticket.cell, ticket.key, lesson, sent_at))
         return response
 
     def _async_face(self, key: str, cell: _Cell) -> AsyncBucketStorage:
@@ -686,9 +694,14 @@ class RateLimit(Rebuilt):
             self._refuse(call, cell, key, wait, by_deadline=by_deadline)
         return wait
 
-    def _learn(
-        self, call: Call, cell: _Cell, key: str, response: Response, sent_at: float
-    ) -> _Steps[None]:
+    def _lesson(
+        self, call: Call, cell: _Cell, response: Response
+    ) -> tuple[bool, float | None, float | None] | None:
+        """What an answer teaches (throttled, pause, ceiling), or None: nothing new.
+
+        The common case (not a 429, no pause asked, a ceiling already known) is None, and
+        then the bucket is not touched at all.
+        """
         settings = self._settings
         throttled = response.status_code == 429
         headers = response.headers
@@ -712,7 +725,21 @@ class RateLimit(Rebuilt):
         if ceiling is not None and ceiling == cell.ceiling:
             ceiling = None  # already known: spare the round trip
         if not throttled and pause is None and ceiling is None:
-            return
+            return None
+        return throttled, pause, ceiling
+
+    def _learn(
+        self,
+        call: Call,
+        cell: _Cell,
+        key: str,
+        lesson: tuple[bool, float | None, float | None],
+        sent_at: float,
+    ) -> _Steps[None]:
+        """Tell the bucket what an answer taught (`_lesson`), and count it."""
+        settings = self._settings
+        throttled, pause, ceiling = lesson
+        clock = call.clock
         now = clock.time() if cell.bucket.shared else clock.monotonic()
         observed = {
             "sent_at": sent_at,

@@ -26,11 +26,11 @@ A ten-line custom policy::
 from __future__ import annotations
 
 import copy
-import dataclasses
+import enum
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from requests_resilience._clock import Clock, SystemClock
 from requests_resilience._errors import ConfigurationError
@@ -56,6 +56,15 @@ __all__ = [
 #: What `Session.send` passes as ``timeout``: seconds, ``(connect, read)`` (either part
 #: may be None), a `urllib3.util.Timeout`, or None.
 TimeoutValue: TypeAlias = "float | tuple[float | None, float | None] | urllib3.util.Timeout | None"
+
+
+class _Keep(enum.Enum):
+    """The type of `_KEEP`: "leave this field as it is" in `Call.evolve`."""
+
+    KEEP = "KEEP"
+
+
+_KEEP: Final = _Keep.KEEP
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +103,7 @@ class Attempt:
         return self.error or "unknown"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Call:
     """One attempt to send a request, as the pipeline's policies see it.
 
@@ -136,9 +145,72 @@ class Call:
     attempt: int = 1
     history: tuple[Attempt, ...] = ()
 
-    def evolve(self, **changes: Any) -> Call:
-        """Return a copy of this call with `changes` applied (`dataclasses.replace`)."""
-        return dataclasses.replace(self, **changes)
+    def __init__(
+        self,
+        *,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: TimeoutValue = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        redactor: Redactor = NO_SECRETS,
+        deadline: float | None = None,
+        attempt: int = 1,
+        history: tuple[Attempt, ...] = (),
+    ) -> None:
+        # The frozen dataclass's generated __init__ goes through object.__setattr__
+        # eleven times; the slots' own setters do the same work in half the time, and
+        # a call is built for every request.
+        _SET_REQUEST(self, request)
+        _SET_STREAM(self, stream)
+        _SET_TIMEOUT(self, timeout)
+        _SET_VERIFY(self, verify)
+        _SET_CERT(self, cert)
+        _SET_PROXIES(self, proxies)
+        _SET_CLOCK(self, SystemClock() if clock is None else clock)
+        _SET_REDACTOR(self, redactor)
+        _SET_DEADLINE(self, deadline)
+        _SET_ATTEMPT(self, attempt)
+        _SET_HISTORY(self, history)
+
+    def evolve(
+        self,
+        *,
+        request: PreparedRequest | _Keep = _KEEP,
+        stream: bool | _Keep = _KEEP,
+        timeout: TimeoutValue | _Keep = _KEEP,
+        verify: bool | str | _Keep = _KEEP,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | _Keep | None = _KEEP,
+        proxies: Mapping[str, str] | _Keep | None = _KEEP,
+        clock: Clock | _Keep = _KEEP,
+        redactor: Redactor | _Keep = _KEEP,
+        deadline: float | _Keep | None = _KEEP,
+        attempt: int | _Keep = _KEEP,
+        history: tuple[Attempt, ...] | _Keep = _KEEP,
+    ) -> Call:
+        """Return a copy of this call with the given fields changed.
+
+        The same result as ``dataclasses.replace(call, ...)``, at a fraction of the
+        cost (a retry makes one per attempt).
+
+        Example:
+            >>> later = call.evolve(timeout=5.0)
+        """
+        new: Call = _NEW(Call)
+        _SET_REQUEST(new, self.request if request is _KEEP else request)
+        _SET_STREAM(new, self.stream if stream is _KEEP else stream)
+        _SET_TIMEOUT(new, self.timeout if timeout is _KEEP else timeout)
+        _SET_VERIFY(new, self.verify if verify is _KEEP else verify)
+        _SET_CERT(new, self.cert if cert is _KEEP else cert)
+        _SET_PROXIES(new, self.proxies if proxies is _KEEP else proxies)
+        _SET_CLOCK(new, self.clock if clock is _KEEP else clock)
+        _SET_REDACTOR(new, self.redactor if redactor is _KEEP else redactor)
+        _SET_DEADLINE(new, self.deadline if deadline is _KEEP else deadline)
+        _SET_ATTEMPT(new, self.attempt if attempt is _KEEP else attempt)
+        _SET_HISTORY(new, self.history if history is _KEEP else history)
+        return new
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (may be negative), or None without a deadline."""
@@ -146,6 +218,24 @@ class Call:
             return None
         return self.deadline - self.clock.monotonic()
 
+
+def _slot_setter(name: str) -> Callable[[Call, Any], None]:
+    setter: Callable[[Call, Any], None] = vars(Call)[name].__set__
+    return setter
+
+
+_NEW = object.__new__
+_SET_REQUEST = _slot_setter("request")
+_SET_STREAM = _slot_setter("stream")
+_SET_TIMEOUT = _slot_setter("timeout")
+_SET_VERIFY = _slot_setter("verify")
+_SET_CERT = _slot_setter("cert")
+_SET_PROXIES = _slot_setter("proxies")
+_SET_CLOCK = _slot_setter("clock")
+_SET_REDACTOR = _slot_setter("redactor")
+_SET_DEADLINE = _slot_setter("deadline")
+_SET_ATTEMPT = _slot_setter("attempt")
+_SET_HISTORY = _slot_setter("history")
 
 _HISTORY_ATTR = "_requests_resilience_attempts"
 

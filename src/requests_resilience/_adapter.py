@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 import urllib3
 from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.sessions import REDIRECT_STATI
 
 from requests_resilience._bodies import MAX_ERROR_BODY, guard_stream, read_body
 from requests_resilience._deadline import (
@@ -126,6 +127,11 @@ class PipelineAdapter(HTTPAdapter):
         self._clock = pipeline.clock
         self._redactor = pipeline.redactor
         self._handler = pipeline.wrap(self._send_on_transport)
+        transport = self._custom_transport
+        # Bound once: the per-request path makes no super() call and no lookup.
+        self._transport_send = (
+            HTTPAdapter.send.__get__(self) if transport is None else transport.send
+        )
         reinit_after_fork(self, PipelineAdapter._renew_after_fork)
 
     def _renew_after_fork(self) -> None:
@@ -184,13 +190,12 @@ class PipelineAdapter(HTTPAdapter):
         return response
 
     def _send_on_transport(self, call: Call) -> Response:
-        left = call.time_left()
-        if left is None:
+        if call.deadline is None:
             return self._exchange(call, call.timeout, None)
         # The deadline on the wire is real time, whatever the pipeline's clock. An
         # attempt that starts with no time left still gets the millisecond that Retry
         # gives it, as it did before the deadline held on the wire.
-        left = max(left, _MIN_ATTEMPT)
+        left = max(call.deadline - call.clock.monotonic(), _MIN_ATTEMPT)
         deadline = time.monotonic() + left
         with wire_deadline(deadline):
             return self._exchange(call, cut_timeout(call.timeout, left), deadline)
@@ -203,22 +208,19 @@ class PipelineAdapter(HTTPAdapter):
         drains it), is left to the caller, guarded (`guard_stream`). A failure is
         translated to this library's errors here, at the one boundary.
         """
-        request = call.request
         response: Response | None = None
-        transport = self._custom_transport
-        send = super().send if transport is None else transport.send
         try:
-            response = send(
-                request,
+            response = self._transport_send(
+                call.request,
                 stream=call.stream,  # the body is read below either way
                 timeout=timeout,  # type: ignore[arg-type] # requests takes a urllib3 Timeout too
                 verify=call.verify,
                 cert=call.cert,
                 proxies=call.proxies,
             )
-            if call.stream or response.is_redirect:
+            if call.stream or (response.status_code in REDIRECT_STATI and response.is_redirect):
                 guard_stream(response, call, deadline)
-            else:
+            elif getattr(response, "_content", False) is False:  # requests' "not read"
                 read_body(response, MAX_ERROR_BODY if response.status_code >= 400 else None)
         except requests.RequestException as exc:
             error = self._translated(exc, call, response, deadline)

@@ -21,6 +21,7 @@ opens on a failure *ratio* over a sliding time window, given a minimum of calls:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import urllib.parse
@@ -134,7 +135,19 @@ def is_breaker_failure(outcome: Response | BaseException) -> bool:
     return bool(outcome.status_code >= 500)
 
 
+#: URLs up to this long have their (origin, path) cached: the same URLs come back (a
+#: status poll, a balance), and parsing one costs more than the rest of a breaker's work.
+_CACHED_URL_LENGTH = 512
+
+
 def _origin(url: str) -> tuple[str, str]:
+    """``("https://host:443", "/path")`` for a URL (cached for URLs that are not long)."""
+    if len(url) <= _CACHED_URL_LENGTH:
+        return _cached_origin(url)
+    return _parse_origin(url)
+
+
+def _parse_origin(url: str) -> tuple[str, str]:
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
@@ -146,6 +159,9 @@ def _origin(url: str) -> tuple[str, str]:
         port = None
     origin = f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
     return origin, parts.path or "/"
+
+
+_cached_origin = functools.lru_cache(maxsize=1024)(_parse_origin)
 
 
 def breaker_key_by_host(call: Call) -> str:

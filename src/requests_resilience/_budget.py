@@ -245,11 +245,10 @@ class RetryBudget(Rebuilt):
                 state.window_successes += 1
                 state.successes_total += 1
                 state.run = 0
-                if state.failing:
-                    self._refill(now)
-                    state.tokens = min(
-                        self._settings.max_tokens, state.tokens + self._settings.ratio
-                    )
+                if not state.failing:
+                    return  # a success cannot start a failing spell: nothing to judge
+                self._refill(now)
+                state.tokens = min(self._settings.max_tokens, state.tokens + self._settings.ratio)
             self._judge(now)
 
     def _spend(self, now: float) -> float | None:

@@ -78,22 +78,18 @@ class SystemClock:
 
     __slots__ = ()
 
-    def monotonic(self) -> float:
-        """Return `time.monotonic()`."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """Return `time.time()`."""
-        return time.time()
+    # `time.monotonic` and `time.time` themselves, not methods that call them: the
+    # pipeline reads the clock several times per request.
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
         """Sleep for `seconds`, unless testing mode is on or `seconds` is not positive."""
         if seconds > 0 and not _TESTING.active:
             time.sleep(seconds)
 
-    def random(self) -> float:
-        """Return `random.random()` (thread-safe in CPython)."""
-        return _random.random()  # noqa: S311 - jitter, not cryptography
+    #: `random.random` (thread-safe in CPython; jitter, not cryptography).
+    random = staticmethod(_random.random)
 
     async def asleep(self, seconds: float) -> None:
         """`sleep()` for async pipelines: `asyncio.sleep`, and the same testing mode."""

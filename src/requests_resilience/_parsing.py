@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from requests_resilience._bodies import body_is_read
+from requests_resilience._headers import header
 
 if TYPE_CHECKING:
     from requests import Response
@@ -68,12 +69,12 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     Returns:
         Seconds to wait (>= 0), or None when the server did not say (usefully).
     """
-    raw_ms = headers.get("retry-after-ms")
+    raw_ms = header(headers, "retry-after-ms")
     if raw_ms is not None:
         ms = _finite_seconds(str(raw_ms).strip())
         if ms is not None and 0 <= ms <= _MAX_SANE_SECONDS * 1000:
             return ms / 1000.0
-    raw = headers.get("retry-after")
+    raw = header(headers, "retry-after")
     if raw is None:
         return None
     text = str(raw).strip()
@@ -129,9 +130,13 @@ def _non_negative_int(raw: str | None) -> int | None:
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
     """Read ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``; None if none is usable."""
-    limit = _non_negative_int(headers.get("x-ratelimit-limit"))
-    remaining = _non_negative_int(headers.get("x-ratelimit-remaining"))
-    reset_raw = headers.get("x-ratelimit-reset")
+    limit_raw = header(headers, "x-ratelimit-limit")
+    remaining_raw = header(headers, "x-ratelimit-remaining")
+    reset_raw = header(headers, "x-ratelimit-reset")
+    if limit_raw is None and remaining_raw is None and reset_raw is None:
+        return None  # the common answer: no such headers
+    limit = _non_negative_int(limit_raw)
+    remaining = _non_negative_int(remaining_raw)
     reset = _finite_seconds(str(reset_raw).strip()) if reset_raw is not None else None
     if reset is not None and not 0 <= reset <= 2**40:
         reset = None
@@ -159,7 +164,7 @@ def request_id_of(response: Response, body: Any = None) -> str | None:
     """
     headers = response.headers
     for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
+        value = header(headers, name)
         if value and value.strip():
             return _cut(value.strip(), 200)
     if body is None:

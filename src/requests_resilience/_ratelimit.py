@@ -203,15 +203,20 @@ class _Cell:
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
 class _Op:
     """One step of bucket I/O that a decision asks its driver for: ``bucket.name(...)``."""
 
-    key: str
-    cell: _Cell
-    name: str  # reserve, read, release or observe
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any] | None = None
+    __slots__ = ("args", "cell", "key", "kwargs", "name")
+
+    def __init__(
+        self,
+        key: str,
+        cell: _Cell,
+        name: str,  # read, release or observe
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.key, self.cell, self.name, self.args, self.kwargs = key, cell, name, args, kwargs
 
 
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
@@ -243,24 +248,28 @@ async def _adrive(limit: RateLimit, steps: _Steps[_T]) -> _T:
         return done.value  # type: ignore[no-any-return]
 
 
+class _Plan:
+    """Where an attempt asks for its slot: the key, its cell, the clock, the wait allowed."""
+
+    __slots__ = ("allowed", "cell", "key", "now_of")
+
+    def __init__(self, key: str, cell: _Cell, now_of: Callable[[], float], allowed: float) -> None:
+        self.key, self.cell, self.now_of, self.allowed = key, cell, now_of, allowed
+
+
 class _Ticket:
     """One attempt's place in the queue: its slot, the waits so far, and the rate."""
 
     __slots__ = ("allowed", "call", "cell", "checks", "key", "now_of", "rate", "waited")
 
-    def __init__(
-        self,
-        call: Call,
-        cell: _Cell,
-        key: str,
-        *,
-        now_of: Callable[[], float],
-        allowed: float,
-        wait: float,
-        rate: float,
-    ) -> None:
-        self.call, self.cell, self.key, self.now_of = call, cell, key, now_of
-        self.allowed = allowed
+    def __init__(self, call: Call, plan: _Plan, wait: float, rate: float) -> None:
+        self.call = call
+        self.cell, self.key, self.now_of, self.allowed = (
+            plan.cell,
+            plan.key,
+            plan.now_of,
+            plan.allowed,
+        )
         self.waited = wait  # the reserved slot's wait counts from the start
         self.rate = rate
         self.checks = 0
@@ -585,7 +594,9 @@ class RateLimit(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
-        ticket = _drive(self._reserve(call))
+        plan = self._plan(call)
+        reservation = plan.cell.bucket.reserve(plan.now_of(), self._settings.params, plan.allowed)
+        ticket = self._ticket(call, plan, reservation)
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
@@ -607,7 +618,10 @@ class RateLimit(Rebuilt):
         A shared bucket is stepped through redis-py's asyncio client (the same hash and
         scripts as `send`); other tasks run while this one waits.
         """
-        ticket = await _adrive(self, self._reserve(call))
+        plan = self._plan(call)
+        face = self._async_face(plan.key, plan.cell)
+        reservation = await face.reserve(plan.now_of(), self._settings.params, plan.allowed)
+        ticket = self._ticket(call, plan, reservation)
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
@@ -629,37 +643,31 @@ class RateLimit(Rebuilt):
             face = cell.async_bucket = self._async_bucket(key)
         return face
 
-    def _reserve(self, call: Call) -> _Steps[_Ticket]:
-        """Reserve this attempt's slot (or refuse it at once): the wait is the ticket's."""
+    def _plan(self, call: Call) -> _Plan:
+        """Where this attempt's slot is asked for, and how long it may wait for it."""
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
-        bucket = cell.bucket
-        now_of = clock.time if bucket.shared else clock.monotonic
+        now_of = clock.time if cell.bucket.shared else clock.monotonic
         allowed = settings.max_wait
-        left = call.time_left()
-        if left is not None and left < allowed:
-            allowed = max(0.0, left)
+        deadline = call.deadline
+        if deadline is not None:
+            left = deadline - clock.monotonic()
+            if left < allowed:
+                allowed = max(0.0, left)
         _instruments()  # registers the rate gauge once a meter provider records
-        reservation: Reservation = yield _Op(
-            key, cell, "reserve", (now_of(), settings.params, allowed)
-        )
+        return _Plan(key, cell, now_of, allowed)
+
+    def _ticket(self, call: Call, plan: _Plan, reservation: Reservation) -> _Ticket:
+        """The bucket's answer to `plan`: a ticket (with its wait), or a local refusal."""
+        cell = plan.cell
         cell.rate = reservation.rate
         if not reservation.granted:
-            self._refuse(
-                call, cell, key, reservation.wait, by_deadline=allowed < settings.max_wait
-            )
-        return _Ticket(
-            call,
-            cell,
-            key,
-            now_of=now_of,
-            allowed=allowed,
-            wait=reservation.wait,
-            rate=reservation.rate,
-        )
+            by_deadline = plan.allowed < self._settings.max_wait
+            self._refuse(call, cell, plan.key, reservation.wait, by_deadline=by_deadline)
+        return _Ticket(call, plan, reservation.wait, reservation.rate)
 
     def _recheck(self, ticket: _Ticket) -> _Steps[float | None]:
         """After a wait: the next wait (a pause, a lower rate begun meanwhile), or None.

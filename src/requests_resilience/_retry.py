@@ -62,6 +62,7 @@ from requests_resilience._errors import (
     _safe_url,
 )
 from requests_resilience._events import RetryDetails
+from requests_resilience._headers import copy_headers
 from requests_resilience._parsing import (
     parse_rate_limit_headers,
     parse_retry_after,
@@ -501,27 +502,39 @@ class Retry:
 # -- the decisions, apart from I/O --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Send:
     """Send `call` (the next attempt) and report its result to `_Run.observed`."""
 
-    call: Call
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
 
 
-@dataclass(frozen=True, slots=True)
 class _Wait:
     """Drain and close `discard` (if any), sleep `seconds`, then call `_Run.slept`."""
 
-    seconds: float
-    discard: Response | None = None
+    __slots__ = ("discard", "seconds")
+
+    def __init__(self, seconds: float, discard: Response | None = None) -> None:
+        self.seconds = seconds
+        self.discard = discard
 
 
-@dataclass(frozen=True, slots=True)
 class _Done:
-    """The call is over: return `response`, or raise `error`."""
+    """The call is over: return `response`, or raise `error`.
 
-    response: Response | None = None
-    error: BaseException | None = None
+    (The three actions are plain slotted classes: one is made per attempt, and a
+    frozen dataclass costs three times as much to build.)
+    """
+
+    __slots__ = ("error", "response")
+
+    def __init__(
+        self, response: Response | None = None, error: BaseException | None = None
+    ) -> None:
+        self.response = response
+        self.error = error
 
     def result(self) -> Response:
         if self.error is not None:
@@ -566,6 +579,8 @@ class _Run:
     )
 
     def __init__(self, policy: Retry, call: Call) -> None:
+        # Only what the first attempt needs; the rest is set by `_retrying` when an
+        # attempt fails (most calls succeed at once and never need it).
         self.policy = policy
         self.call = call
         self.start = call.clock.monotonic()
@@ -576,32 +591,34 @@ class _Run:
             deadline = own if deadline is None else min(deadline, own)
         self.deadline = deadline
         request = call.request
-        method = (request.method or "GET").upper()
         headers = request.headers
         if (
             policy.add_idempotency_key
-            and method not in policy.idempotent_methods
+            and (request.method or "GET").upper() not in policy.idempotent_methods
             and policy.idempotency_header not in headers
         ):
             headers[policy.idempotency_header] = uuid.uuid4().hex
+        # The headers as they were before the policies below changed them, for a retry.
+        self.template = copy_headers(headers) if policy.max_attempts > 1 else headers
+        self.attempt = 1
+        self.cost: float | None = None  # what the current attempt's retry cost the budget
+
+    def _retrying(self) -> None:
+        """The state of a call that may retry: set when its first attempt fails."""
+        policy, request = self.policy, self.call.request
+        method = (request.method or "GET").upper()
         self.idempotent = method in policy.idempotent_methods or (
-            policy.idempotency_header in headers
+            policy.idempotency_header in self.template
         )
         self.rewindable, self.why_not = _rewindable(request)
-        self.template = headers.copy() if policy.max_attempts > 1 else headers
         self.history: list[Attempt] = []
-        self.attempt = 1
         self.step = 0  # waits so far: the backoff grows with each
         self.waited = 0.0
         self.wait = 0.0
-        self.cost: float | None = None  # what the current attempt's retry cost the budget
         self.previous_wait = float(policy.initial_delay)  # type: ignore[arg-type]
         self.blocked = False  # the budget refused a token for the coming retry
         self.budgeted: RetryBudget | None = None
         self.server_wait: float | None = None
-        self.response: Response | None = None
-        self.error: BaseException | None = None
-        self.record = Attempt(number=1)
 
     def first_call(self) -> Call:
         """The call for the first attempt (the deadline and attempt timeout applied)."""
@@ -626,6 +643,8 @@ class _Run:
                     budget._refund(self.cost)  # a retry that worked is free
             if self.attempt == 1:
                 return _Done(response)  # the hot path: nothing to record
+        if self.attempt == 1:
+            self._retrying()
         self.response, self.error = response, error
         self.blocked = False
         self.record = Attempt(
@@ -754,7 +773,7 @@ class _Run:
         ):
             rewind_body(request)
         fresh = request.copy()
-        fresh.headers = self.template.copy()
+        fresh.headers = copy_headers(self.template)
         clock = call.clock
         return _Send(
             call.evolve(

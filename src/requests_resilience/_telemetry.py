@@ -386,7 +386,56 @@ _cached_counters: _Counters | None = None
 
 def _meter_provider() -> metrics.MeterProvider:
     """The meter provider of the reports (the global one; tests swap this function)."""
-    return metrics.get_meter_provider()
+    return global_meter_provider()
+
+
+# -- the global providers, without an environment look-up per request -------------------
+#
+# `trace.get_tracer_provider()` and `metrics.get_meter_provider()` look the environment
+# up (``OTEL_PYTHON_*_PROVIDER``) on every call until an application sets a provider:
+# three look-ups per request for this library. The API keeps the provider that was set
+# in a module global; it is read here directly, and the environment only once, when
+# nothing is set: if it names a provider, the API's own getter loads it (and sets the
+# global); if not, the getter's answer is the API's proxy provider, which is then kept.
+# Should a later version of the API keep the global elsewhere, every call goes to its
+# public getter, as before.
+
+_TRACE_GLOBALS: dict[str, Any] = vars(trace)
+_METRICS_GLOBALS: dict[str, Any] = vars(getattr(metrics, "_internal", metrics))
+_READABLE = "_TRACER_PROVIDER" in _TRACE_GLOBALS and "_METER_PROVIDER" in _METRICS_GLOBALS
+_unset: dict[str, Any] = {}  # the getters' answers while no provider is set
+
+
+def global_tracer_provider() -> trace.TracerProvider:
+    """The global tracer provider, as `trace.get_tracer_provider()` returns it."""
+    provider = _TRACE_GLOBALS.get("_TRACER_PROVIDER") if _READABLE else None
+    if provider is not None:
+        return provider  # type: ignore[no-any-return]
+    return _while_unset("trace", trace.get_tracer_provider)  # type: ignore[no-any-return]
+
+
+def global_meter_provider() -> metrics.MeterProvider:
+    """The global meter provider, as `metrics.get_meter_provider()` returns it."""
+    provider = _METRICS_GLOBALS.get("_METER_PROVIDER") if _READABLE else None
+    if provider is not None:
+        return provider  # type: ignore[no-any-return]
+    return _while_unset("metrics", metrics.get_meter_provider)  # type: ignore[no-any-return]
+
+
+def _while_unset(kind: str, getter: Any) -> Any:
+    if not _READABLE:
+        return getter()
+    answer = _unset.get(kind)
+    if answer is None:
+        answer = getter()  # reads the environment (and may load and set a provider)
+        globals_, name = (
+            (_TRACE_GLOBALS, "_TRACER_PROVIDER")
+            if kind == "trace"
+            else (_METRICS_GLOBALS, "_METER_PROVIDER")
+        )
+        if globals_.get(name) is None:  # nothing loaded: the answer is the API's proxy
+            _unset[kind] = answer
+    return answer
 
 
 def is_noop_meter_provider(provider: metrics.MeterProvider) -> bool:

@@ -50,6 +50,8 @@ from requests_resilience._telemetry import (
     SCHEMA_URL,
     debug_enabled,
     exception_attributes,
+    global_meter_provider,
+    global_tracer_provider,
     is_noop_meter_provider,
     log_attempt,
     logger,
@@ -483,7 +485,7 @@ class Tracing(Rebuilt):
     def _tracer(self) -> Tracer | None:
         provider = self._tracer_provider
         if provider is None:
-            provider = trace.get_tracer_provider()
+            provider = global_tracer_provider()
         cached = self._tracer_cache
         if cached is not None and cached[0] is provider:
             return cached[1]
@@ -494,7 +496,7 @@ class Tracing(Rebuilt):
     def _histogram(self) -> metrics.Histogram | None:
         provider = self._meter_provider
         if provider is None:
-            provider = metrics.get_meter_provider()
+            provider = global_meter_provider()
         cached = self._histogram_cache
         if cached is not None and cached[0] is provider:
             return cached[1]
@@ -561,7 +563,7 @@ def operation(
     if not isinstance(name, str) or not name:
         msg = f"operation name must be a non-empty string, got {name!r}"
         raise ConfigurationError(msg)
-    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    provider = tracer_provider if tracer_provider is not None else global_tracer_provider()
     tracer = provider.get_tracer(
         INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
     )

@@ -20,14 +20,17 @@ family), with the httpx exception as their ``__cause__``.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
-import requests.structures
+import requests.cookies
+from requests.structures import CaseInsensitiveDict
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
+from requests_resilience._headers import copy_headers
 from requests_resilience._pipeline import Call, Pipeline
 
 if TYPE_CHECKING:
@@ -39,22 +42,55 @@ __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 class _RequestView(requests.PreparedRequest):
     """One attempt of an `httpx.Request`, as the policies see it.
 
+    Built without `PreparedRequest.__init__` (the attributes are set right after), and
+    with headers decoded as Latin-1, as http.client decodes them on the requests path,
+    so that encoding them again gives back the very bytes httpx had. `source` is the
+    httpx request it was made from: an attempt whose URL and headers no policy changed
+    is sent with the source's own (parsed) URL and header list.
+
     `copy()` (what `Retry` does for each attempt) keeps the httpx extensions, so the
     wire attempt is built with the caller's timeouts and options.
     """
 
-    def __init__(self, extensions: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.extensions: dict[str, Any] = dict(extensions)
+    source: httpx.Request
+    source_url: str
+    source_body: bytes | None
+    extensions: Mapping[str, Any]
 
     def copy(self) -> _RequestView:
-        view = _RequestView(self.extensions)
+        view = _new_request_view(self.source, self.extensions)
+        view.source_url, view.source_body = self.source_url, self.source_body
         view.method = self.method
         view.url = self.url
-        view.headers = self.headers.copy()
+        view.headers = copy_headers(self.headers)
         view.body = self.body
         view.hooks = self.hooks
         return view
+
+
+def _new_request_view(source: httpx.Request, extensions: Mapping[str, Any]) -> _RequestView:
+    view: _RequestView = _NEW(_RequestView)
+    vars(view).update(_cookies=None, _body_position=None)  # PreparedRequest's own
+    view.source = source
+    view.extensions = extensions
+    return view
+
+
+_NEW = object.__new__
+
+
+def _latin1_headers(raw: list[tuple[bytes, bytes]]) -> CaseInsensitiveDict[str]:
+    """A `CaseInsensitiveDict` of raw header bytes, built straight into its store.
+
+    The last of repeated headers wins, as ``CaseInsensitiveDict(pairs)`` would keep it.
+    """
+    store: dict[str, tuple[str, str]] = {}
+    for name, value in raw:
+        text = name.decode("latin-1")
+        store[text.lower()] = (text, value.decode("latin-1"))
+    headers: Any = _NEW(CaseInsensitiveDict)
+    headers._store = store
+    return headers  # type: ignore[no-any-return]
 
 
 class _Raw:
@@ -100,9 +136,36 @@ class _AsyncRaw(_Raw):
 
 
 class _ResponseView(requests.Response):
-    """An `httpx.Response` as the policies see it; `.httpx` is the response itself."""
+    """An `httpx.Response` as the policies see it; `.httpx` is the response itself.
+
+    Built without `Response.__init__` (see `_response_view`); its cookie jar, which
+    no policy reads, is made when first asked for.
+    """
 
     httpx: httpx.Response
+
+    @property
+    def encoding(self) -> str | None:
+        """The body's charset (from ``Content-Type``), read when first asked for."""
+        attributes = self.__dict__
+        if "_encoding" not in attributes:
+            attributes["_encoding"] = self.httpx.charset_encoding
+        return attributes["_encoding"]  # type: ignore[no-any-return]
+
+    @encoding.setter
+    def encoding(self, value: str | None) -> None:
+        self.__dict__["_encoding"] = value
+
+    @property
+    def cookies(self) -> requests.cookies.RequestsCookieJar:
+        jar = self.__dict__.get("_cookies")
+        if jar is None:
+            jar = self.__dict__["_cookies"] = requests.cookies.RequestsCookieJar()
+        return jar
+
+    @cookies.setter
+    def cookies(self, jar: requests.cookies.RequestsCookieJar) -> None:
+        self.__dict__["_cookies"] = jar
 
     async def aload(self, limit: int | None) -> None:
         """Read (at most `limit` bytes of) an async response's body into `content`.
@@ -129,27 +192,34 @@ class _ResponseView(requests.Response):
 
 def _request_view(request: httpx.Request) -> _RequestView:
     """The view of a request whose body was read (every attempt replays those bytes)."""
-    view = _RequestView(request.extensions)
+    view = _new_request_view(request, request.extensions)
     view.method = request.method
-    view.url = str(request.url)
-    view.headers = requests.structures.CaseInsensitiveDict(request.headers.multi_items())
-    view.body = request.content or None
+    view.url = view.source_url = str(request.url)
+    view.headers = _latin1_headers(request.headers.raw)
+    view.body = view.source_body = request.content or None
+    view.hooks = {"response": []}
     return view
 
 
 def _response_view(
     response: httpx.Response, request: requests.PreparedRequest, *, asynchronous: bool = False
 ) -> _ResponseView:
-    view = _ResponseView()
+    """The requests-shaped view of an httpx response (its body left unread)."""
+    view: _ResponseView = _NEW(_ResponseView)
+    vars(view).update(_content=False, _content_consumed=False, _next=None)  # Response's own
     view.status_code = response.status_code
-    view.headers = requests.structures.CaseInsensitiveDict(response.headers.multi_items())
+    view.headers = _latin1_headers(response.headers.raw)
     view.reason = response.reason_phrase
     view.url = request.url or ""
     view.request = request
     view.raw = _AsyncRaw(response) if asynchronous else _Raw(response)
-    view.encoding = response.encoding
+    view.history = []
+    view.elapsed = _NO_TIME
     view.httpx = response
     return view
+
+
+_NO_TIME = datetime.timedelta(0)
 
 
 def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
@@ -163,16 +233,32 @@ def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
 
 
 def _wire_request(call: Call) -> httpx.Request:
-    """The httpx request for one attempt, from the attempt's view."""
+    """The httpx request for one attempt, from the attempt's view.
+
+    The source request's parsed URL is reused when no policy changed the URL, and its
+    body stream when no policy changed the body; the headers go back as the bytes they
+    were (`_latin1_headers`), so httpx has nothing to guess or normalise. (``stream=``
+    is httpx's own way of copying a request: it adds no headers, and the source's
+    ``Host`` and ``Content-Length`` are among the view's.)
+    """
     view = call.request
-    extensions = view.extensions if isinstance(view, _RequestView) else {}
-    return httpx.Request(
-        view.method or "GET",
-        view.url or "",
-        headers=list(view.headers.items()),
-        content=view.body if isinstance(view.body, bytes | str) else None,
-        extensions=_with_timeout(extensions, call.timeout),
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in view.headers.items()]
+    if not isinstance(view, _RequestView):  # a policy made a request of its own
+        body = view.body if isinstance(view.body, bytes | str) else None
+        return httpx.Request(view.method or "GET", view.url or "", headers=headers, content=body)
+    source = view.source
+    url: httpx.URL | str = source.url if view.url == view.source_url else (view.url or "")
+    extensions = _with_timeout(view.extensions, call.timeout)
+    if view.body is not view.source_body:
+        body = view.body if isinstance(view.body, bytes | str) else None
+        return httpx.Request(
+            view.method or "GET", url, headers=headers, content=body, extensions=extensions
+        )
+    wire = httpx.Request(
+        view.method or "GET", url, headers=headers, stream=source.stream, extensions=extensions
     )
+    wire.read()  # the source's bytes, already in memory: `content` as transports expect
+    return wire
 
 
 def _translated(exc: httpx.TransportError, call: Call) -> BaseException:

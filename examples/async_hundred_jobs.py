@@ -41,11 +41,13 @@ call), so a gap is the loop busy with the tasks' own work, when tens of them wak
 together (after a ``Retry-After``, say) and run one after the other, or the OS giving
 the CPU to another process. On a shared 2-CPU machine (load average 1.1 to 1.8), 24 runs
 gave a longest gap of 16 to 28 ms (median 18 ms) and no stall; with the server in this
-process, in runs taken in turn with those, 22 to 49 ms (median 31 ms). Garbage
-collection is left alone: in 14 runs watched with a ``gc.callbacks`` hook, no full
-collection fell inside the jobs, and a young one took a few milliseconds. (Were full
-collections to stall a service like this one, the usual remedy is ``gc.freeze()`` once
-start-up is done, so that they no longer walk the long-lived objects.)
+process, in runs taken in turn with those, 22 to 49 ms (median 31 ms). With other test
+suites sharing the machine, the tail grows: in 12 more runs, the median was 27 ms, and
+one run had three gaps over 50 ms (the longest 72 ms). Garbage collection is left alone:
+in 14 runs watched with a ``gc.callbacks`` hook, no full collection fell inside the
+jobs, and a young one took a few milliseconds. (Were full collections to stall a service
+like this one, the usual remedy is ``gc.freeze()`` once start-up is done, so that they
+no longer walk the long-lived objects.)
 
 The timings are shortened for the fake server (polls every 50 ms, a 0.1 s breaker
 break); against the real API keep the preset's (``AsyncVinciClient()``).

@@ -1,11 +1,18 @@
 """examples/async_hundred_jobs.py: 100 concurrent Vinci jobs through faults, one event loop.
 
 The test runs the example's `main()` in this process (test_examples runs it as a
-script) and checks the figures it returns, not only what it prints.
+script) and checks the figures it returns, not only what it prints. The fake server
+runs in the example's child process; the server-side counts come from it.
+
+The event loop's longest gap is printed, not bounded: it is real time, and a loaded
+machine (a CI runner, ``-n 2``) stretches it without any fault of the library. The
+example prints it with the number of gaps over 50 ms; its docstring gives measured
+figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -61,6 +68,24 @@ def test_hundred_jobs_complete_or_fail_typed_without_a_paid_post_twice(
     assert report.faults["status"] == 12
     assert report.faults["outage"] >= 1
 
-    # The event loop's longest gap is a figure for the report (real time, so no bound
-    # is asserted here: speed belongs to the example's output and the notes).
-    print(f"max event-loop gap: {report.max_gap * 1000:.1f} ms")
+    # The heartbeat ran all along (how long its gaps were is not asserted).
+    assert report.ticks > 0
+    assert "stalls over 50 ms:" in printed
+
+
+def test_server_process_refuses_an_unknown_command_and_stops_cleanly() -> None:
+    """The child answers a command it does not know with an error; it exits 0 after."""
+    example = load_example()
+
+    async def session() -> tuple[dict[str, object], int | None]:
+        server = example.ServerProcess(failed_jobs=0)
+        async with server:
+            assert server.base_url.startswith("http://127.0.0.1:")
+            with pytest.raises(RuntimeError, match="unknown 'shutdown_everything'"):
+                await server.ask("shutdown_everything")
+            seen: dict[str, object] = await server.ask("report")  # still answering
+        return seen, server.returncode
+
+    seen, returncode = asyncio.run(session())
+    assert seen == {"attempts": {}, "served": {}, "faults": {}, "jobs_created": 0}
+    assert returncode == 0

@@ -1,8 +1,13 @@
-"""pytest plugin of requests-resilience: the ``fake_vinci`` and ``fake_clock`` fixtures.
+"""pytest plugin of requests-resilience: fixtures for the fake Vinci server and FakeClock.
 
 Registered through the ``pytest11`` entry point, so it loads in every pytest run where the
-package is installed: it imports nothing heavy at module level (the server and werkzeug
-are imported when a test asks for the fixture).
+package is installed: it imports nothing heavy at module level (the server and werkzeug,
+the Vinci client and httpx are imported when a test asks for a fixture).
+
+Every fixture is a plain (sync) fixture, so async tests use them as they are, under
+anyio's ``@pytest.mark.anyio`` or pytest-asyncio's ``@pytest.mark.asyncio`` (strict mode
+included): the server serves from its own threads, and `FakeClock.asleep` advances
+virtual time and yields to the event loop, without waiting.
 
 Example:
     >>> def test_balance(fake_vinci):  # doctest: +SKIP
@@ -16,11 +21,17 @@ Example:
     ...     pipeline = Pipeline(Retry(), clock=fake_clock)
     ...     ...
     ...     assert fake_clock.sleeps == [0.5, 1.0]
+
+    >>> @pytest.mark.anyio  # doctest: +SKIP
+    ... async def test_job(make_async_vinci_client):
+    ...     async with make_async_vinci_client() as client:
+    ...         done = await client.wait(await client.text_to_video("a fox"))
+    ...     assert done.status == "completed"
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,8 +40,9 @@ from requests_resilience.testing._clock import FakeClock
 
 if TYPE_CHECKING:
     from requests_resilience.testing._server import FakeVinciServer
+    from requests_resilience.vinci import AsyncVinciClient
 
-__all__ = ["fake_clock", "fake_vinci", "new_fake_server"]
+__all__ = ["fake_clock", "fake_vinci", "make_async_vinci_client", "new_fake_server"]
 
 _EXTRA_HINT = "pip install 'requests-resilience[testing]'"
 
@@ -84,3 +96,52 @@ def fake_clock() -> FakeClock:
     ``FakeClock(random_value=0.0)`` yourself for no jitter at all.
     """
     return FakeClock()
+
+
+@pytest.fixture
+def make_async_vinci_client(
+    fake_vinci: FakeVinciServer, fake_clock: FakeClock
+) -> Iterator[Callable[..., AsyncVinciClient]]:
+    """Make `AsyncVinciClient` objects that talk to `fake_vinci` and wait on `fake_clock`.
+
+    Call it in the test, and open what it returns with ``async with``::
+
+        async with make_async_vinci_client() as client:
+            job = await client.text_to_video("a fox")
+
+    A client it makes has the server's ``base_url``, and the Vinci preset's pipeline
+    with the server's key, both on the test's `fake_clock`: retry backoff, ``Retry-After``
+    waits, rate-limit waits and `wait()`'s polls take no time and are recorded in
+    ``fake_clock.sleeps``. Keyword arguments go to `AsyncVinciClient` and replace those
+    defaults (``balance_check=False``, ``api_key="sk-revoked"``; give ``pipeline=``
+    a pipeline built with ``clock=fake_clock`` for other policies). The server's
+    options come from ``@pytest.mark.fake_vinci(...)``, as for `fake_vinci`.
+
+    It is a factory rather than an open client because a sync fixture cannot await
+    ``aclose()``, and an async fixture would need one async plugin's decorator: this
+    way it works under anyio and pytest-asyncio alike. The price is that closing is the
+    test's job: a client left open (its connections would warn when collected) fails
+    the test at teardown, with a message saying so.
+    """
+    from requests_resilience.vinci import AsyncVinciClient  # noqa: PLC0415 - needs httpx
+
+    made: list[AsyncVinciClient] = []
+
+    def make(**options: Any) -> AsyncVinciClient:
+        options.setdefault("base_url", fake_vinci.base_url)
+        options.setdefault("clock", fake_clock)
+        if "pipeline" not in options:
+            options.setdefault("api_key", fake_vinci.api_key)
+        client = AsyncVinciClient(**options)
+        made.append(client)
+        return client
+
+    yield make
+    left_open = sum(not client.http_client.is_closed for client in made)
+    if left_open:
+        pytest.fail(
+            f"make_async_vinci_client: {left_open} of {len(made)} clients left open; "
+            "open each with `async with make_async_vinci_client() as client:` "
+            "(or await client.aclose())",
+            pytrace=False,
+        )

@@ -22,6 +22,7 @@ BENCHMARKS = {
     "retry": "benchmarks.bench_retry",
     "breaker": "benchmarks.bench_breaker",
     "ratelimit": "benchmarks.bench_ratelimit",
+    "wire": "benchmarks.bench_wire",
 }
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} ===", flush=True)
         began = time.monotonic()
         module = importlib.import_module(BENCHMARKS[name])
-        if name in {"overhead", "library"}:
+        if name in {"overhead", "library", "wire"}:
             module.main([])  # its own flags are not ours
         else:
             module.main()

@@ -426,5 +426,230 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def wire(results: dict[str, dict[str, Any]], out: Path = DOCS_ASSETS) -> list[Path]:
+    """The wire benchmark's plot and tables: ``wire.png`` and ``wire-tables.md`` in `out`.
+
+    Top left: the preset's median and p99 latency over bare, per transport, with the
+    targets and the A/A variant (a second bare client: the noise of the instrument).
+    Top right: with the OpenTelemetry SDK recording, the µs per attempt above the SDK's
+    floor. Bottom: the latency distributions, bare and preset, per transport. Called by
+    ``python -m benchmarks.bench_wire`` after a run (``--plot`` redraws only).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results.get("wire")
+    png, tables = out / "wire.png", out / "wire-tables.md"
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plt.figure(figsize=(13, 9), constrained_layout=True)
+    grid = fig.add_gridspec(2, 5)
+    ax_ratio = fig.add_subplot(grid[0, :3])
+    ax_sdk = fig.add_subplot(grid[0, 3:])
+    ax_dist = fig.add_subplot(grid[1, :])
+    if data is None:
+        for ax in (ax_ratio, ax_sdk, ax_dist):
+            ax.text(0.5, 0.5, "no wire.json", ha="center", transform=ax.transAxes)
+        tables.write_text("No `wire.json` yet: run `./dev bench wire`.\n")
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        return [png, tables]
+    targets = data["targets"]
+    transports = list(data["wire"])
+    width = 0.2
+    series = (
+        ("preset", "median_ratio", "preset, median", OURS, None),
+        ("preset", "p99_ratio", "preset, p99 (median of rounds)", "#7986cb", None),
+        ("bare (A/A)", "median_ratio", "A/A, median", ANCHOR, None),
+        ("bare (A/A)", "p99_ratio", "A/A, p99 (median of rounds)", "#cfcfcf", "//"),
+    )
+    for i, (variant, key, label, colour, hatch) in enumerate(series):
+        xs = [t + (i - 1.5) * width for t in range(len(transports))]
+        values = [(data["wire"][t][variant][key] - 1) * 100 for t in transports]
+        bars = ax_ratio.bar(xs, values, width, color=colour, hatch=hatch, label=label)
+        ax_ratio.bar_label(bars, fmt="%+.1f", padding=2, fontsize=8)
+    for key, style, name in (("median_ratio", "dashed", "median"), ("p99_ratio", "dotted", "p99")):
+        y = (targets[key] - 1) * 100
+        ax_ratio.axhline(
+            y, color="#d32f2f", linestyle=style, linewidth=1.5, label=f"{name} target {y:+.0f} %"
+        )
+    ax_ratio.axhline(0, color="black", linewidth=0.8)
+    ax_ratio.set_xticks(range(len(transports)), transports)
+    ax_ratio.set_ylabel("latency over bare (%)")
+    ax_ratio.set_title("On the wire (nginx): the Vinci preset over the bare client")
+    ax_ratio.legend(fontsize=8, loc="upper right")
+    ax_ratio.margins(y=0.2)
+
+    sdk = data["sdk"]
+    bars_data = [
+        ("SDK floor\n(bare+floor\n- bare)", sdk["floor_above_bare"], ANCHOR),
+        ("preset+sdk\n- bare+floor\n(the target's)", sdk["preset_sdk_above_bare_floor"], OURS),
+        (
+            "Tracing over\nthe floor (preset+sdk\n- preset+floor)",
+            sdk["tracing_above_floor"],
+            "#7986cb",
+        ),
+    ]
+    bars = ax_sdk.bar(
+        [b[0] for b in bars_data],
+        [b[1]["pooled_us"] for b in bars_data],
+        color=[b[2] for b in bars_data],
+    )
+    ax_sdk.bar_label(bars, fmt="%+.1f µs", padding=2, fontsize=8)
+    ax_sdk.axhline(
+        sdk["target_us"],
+        color="#d32f2f",
+        linestyle="dashed",
+        linewidth=1.5,
+        label=f"target: ≤ {sdk['target_us']:.0f} µs above the floor",
+    )
+    ax_sdk.axhline(0, color="black", linewidth=0.8)
+    ax_sdk.set_ylabel("µs per attempt (difference of medians)")
+    ax_sdk.set_title("With the OpenTelemetry SDK recording (requests)")
+    ax_sdk.tick_params(axis="x", labelsize=8)
+    ax_sdk.legend(fontsize=8, loc="upper right")
+    ax_sdk.margins(y=0.2)
+
+    colours = {"requests": "#3f51b5", "httpx": "#00897b", "httpx-async": "#f57c00"}
+    for transport, variants in data["wire"].items():
+        line_colour = colours.get(transport, OURS)
+        for name, style in (("bare", "dotted"), ("preset", "solid")):
+            levels = variants[name].get("percentiles_us")
+            if levels:
+                ax_dist.plot(
+                    levels,
+                    range(1, len(levels) + 1),
+                    color=line_colour,
+                    linestyle=style,
+                    label=f"{transport}, {name}",
+                )
+    ax_dist.set_xscale("log")
+    ax_dist.set_xlabel("latency per call (µs, log scale)")
+    ax_dist.set_ylabel("percentile")
+    ax_dist.set_title("Latency distributions: bare (dotted) and the preset (solid)")
+    ax_dist.grid(alpha=0.3, which="both")
+    ax_dist.legend(fontsize=8, loc="lower right", ncols=3)
+
+    machine = data.get("machine", {})
+    fig.suptitle(
+        f"{data.get('server', 'nginx')}; run {machine.get('date', '?')} on"
+        f" {machine.get('platform', '?')}, {machine.get('cpus', '?')} CPUs,"
+        f" Python {machine.get('python', '?')}",
+        fontsize=10,
+    )
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    tables.write_text("\n".join(wire_markdown(data)) + "\n")
+    return [png, tables]
+
+
+def wire_markdown(data: dict[str, Any]) -> list[str]:
+    """The wire benchmark's tables, as Markdown lines."""
+    targets = data["targets"]
+    settings = data.get("settings", {})
+    out = [
+        "<!-- Generated by `python -m benchmarks.bench_wire` from"
+        " benchmarks/results/wire.json; do not edit by hand. -->",
+        "",
+        _machine(data) + f" Server: {data.get('server', '?')}; {data.get('request', '')}."
+        f" {settings.get('rounds', '?')} rounds of {settings.get('slices_per_round', '?')}"
+        f" interleaved slices of {settings.get('calls_per_slice', '?')} calls per variant."
+        " Preset: " + " → ".join(f"`{n}`" for n in data.get("preset", [])) + "."
+        " Load average before the run (other processes): 1 min"
+        f" {settings.get('load_average_before', ['?'])[0]}.",
+        "",
+    ]
+    rows = []
+    for transport, variants in data["wire"].items():
+        for name, v in variants.items():
+            verdict = ""
+            if "meets_median_target" in v:
+                verdict = " / ".join(
+                    "met" if v[k] else "**not met**"
+                    for k in ("meets_median_target", "meets_p99_target")
+                )
+            rows.append(
+                [
+                    transport if name == "bare" else "",
+                    f"**{name}**" if name == "preset" else name,
+                    f"{v['median_us']:.0f} µs",
+                    f"{v['p99_us']:.0f} µs",
+                    f"{v['over_bare_us']:+.1f} µs",
+                    f"{v['median_ratio']:.3f}",
+                    f"{v['p99_ratio']:.3f}",
+                    f"{v['pooled_p99_ratio']:.3f}",
+                    verdict,
+                ]
+            )
+    out += _table(
+        [
+            "transport",
+            "variant",
+            "median",
+            "p99",
+            "median over bare",
+            "median ratio",
+            "p99 ratio (per round)",
+            "p99 ratio (pooled)",
+            f"targets ≤ {targets['median_ratio']} / ≤ {targets['p99_ratio']}",
+        ],
+        rows,
+    )
+    out.append("")
+    sdk = data["sdk"]
+    out += [
+        f"With the OpenTelemetry SDK recording, requests, {settings.get('sdk_rounds', '?')}"
+        " interleaved rounds:",
+        "",
+    ]
+    rows = [
+        [
+            f"`{name}`",
+            f"{v['median_us']:.0f} µs",
+            f"{v['p99_us']:.0f} µs",
+            f"{v['over_bare_us']:+.1f} µs",
+        ]
+        for name, v in sdk["variants"].items()
+    ]
+    out += _table(["variant", "median", "p99", "median over bare"], rows)
+    out.append("")
+    rows = [
+        [label, f"{sdk[key]['pooled_us']:+.1f} µs", f"{sdk[key]['per_round_us']:+.1f} µs"]
+        for key, label in (
+            (
+                "preset_sdk_above_bare_floor",
+                "**preset+sdk above bare+floor** (the target's figure)",
+            ),
+            ("tracing_above_floor", "Tracing above the floor (preset+sdk - preset+floor)"),
+            (
+                "preset_floor_above_bare_floor",
+                "the preset without Tracing (preset+floor - bare+floor)",
+            ),
+            ("floor_above_bare", "the SDK floor itself (bare+floor - bare)"),
+        )
+    ]
+    out += _table(["per attempt", "pooled medians", "median of per-round differences"], rows)
+    out.append("")
+    verdict = "met" if sdk["meets_target"] else "**not met**"
+    out.append(f"Target: ≤ {sdk['target_us']:.0f} µs per attempt above the floor: {verdict}.")
+    out.append("")
+    missed = [
+        f"    - {transport}: median {v['median_ratio']:.3f}\N{MULTIPLICATION SIGN} and p99"
+        f" {v['p99_ratio']:.3f}\N{MULTIPLICATION SIGN} bare (targets {targets['median_ratio']}"
+        f"\N{MULTIPLICATION SIGN} and {targets['p99_ratio']}\N{MULTIPLICATION SIGN})"
+        for transport, variants in data["wire"].items()
+        if not ((v := variants["preset"])["meets_median_target"] and v["meets_p99_target"])
+    ]
+    if not sdk["meets_target"]:
+        missed.append(
+            f"    - with the SDK recording: {sdk['preset_sdk_above_bare_floor']['pooled_us']:.0f}"
+            f" µs per attempt above the floor (target {sdk['target_us']:.0f} µs)"
+        )
+    if missed:
+        out += ['!!! warning "Targets not met on the wire in this run"', "", *missed, ""]
+    return out
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -341,3 +341,22 @@ def test_each_event_loop_gets_its_own_asyncio_client(redis_server: RedisServer) 
     assert clients[0] is not clients[1]
     assert pair.link.usable(pair.now())  # no step failed
     pair.link.client.close()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+async def test_a_success_never_trips_the_breaker(redis_server: RedisServer, shared: bool) -> None:
+    """One failure then one success (2 calls, ratio 0.5): closed; the next failure opens.
+
+    Memory and Redis state decide alike: the window is judged when a failure lands.
+    """
+    pair = Faces(_breaker(redis_server.url if shared else None))
+    try:
+        first = pair.sync.record(pair.now(), pair.rules, failed=True, probe=False)
+        success = await pair.aio.record(pair.now(), pair.rules, failed=False, probe=False)
+        assert (first, success) == (None, None)
+        assert pair.sync.read(pair.now(), pair.rules).state == STATE_CLOSED
+        tripped = pair.sync.record(pair.now(), pair.rules, failed=True, probe=False)
+        assert tripped is not None
+        assert (tripped.new, tripped.calls, tripped.failures) == (STATE_OPEN, 3, 2)
+    finally:
+        await pair.close()

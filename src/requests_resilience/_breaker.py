@@ -301,9 +301,10 @@ class _Cell:
 class CircuitBreaker(Rebuilt):
     """Fail fast, without touching the network, while a server keeps failing.
 
-    While **closed**, every outcome lands in a sliding window; when at least
-    `minimum_calls` calls in the last `window` seconds failed in a share of at least
-    `failure_ratio`, the breaker **opens**: calls fail at once with `CircuitOpenError`
+    While **closed**, every outcome lands in a sliding window; when a failure brings
+    the last `window` seconds to at least `minimum_calls` calls that failed in a share
+    of at least `failure_ratio`, the breaker **opens** (as Polly's and resilience4j's
+    do, it is a failure that trips it, never a success): calls fail at once with `CircuitOpenError`
     (in microseconds, no I/O), whose ``retry_after`` says when a probe will be let
     through. After `break_duration` it is **half-open**: `half_open_probes` calls go out
     as probes, at the same time; when they all succeed it closes, when one fails it

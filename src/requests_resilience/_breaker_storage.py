@@ -308,6 +308,8 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
                 return None  # sent before the breaker opened: old news
             bucket = rules.bucket(now)
             self._window.add(bucket, failed)
+            if not failed:
+                return None  # a success never trips the breaker: no need to count
             calls, failures = self._window.counts(bucket)
             if rules.trips(calls, failures):
                 self._open(now, rules)
@@ -443,7 +445,7 @@ for i = 1, #fields, 2 do
     failures = failures + tonumber(fields[i + 1])
   end
 end
-if calls >= tonumber(ARGV[6]) and failures > 0 and failures / calls >= tonumber(ARGV[7]) then
+if failed and calls >= tonumber(ARGV[6]) and failures / calls >= tonumber(ARGV[7]) then
   trip()
   return {'closed', 'open', tostring(calls), tostring(failures)}
 end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import timedelta
 from typing import Any
@@ -160,16 +161,39 @@ def test_each_key_has_its_own_bucket() -> None:
 
 
 def test_a_429_drops_the_rate_multiplicatively() -> None:
-    """A 429 keeps 70 % of the rate, and the next requests are spaced accordingly."""
+    """A 429 keeps 70 % of the rate, and the next requests are spaced accordingly.
+
+    The slot the 429's request left owed is re-spaced at the new rate too: the next
+    request already waits the longer interval.
+    """
     h = Harness(rate=10)
     assert h.send(response(429)).status_code == 429
     status = h.limit.status(KEY)
     assert status.rate == pytest.approx(9.5 * 0.7)
     assert status.throttled == 1
     h.send()
-    assert h.clock.sleeps[-1] == pytest.approx(1 / 9.5, rel=0.05)  # the slot reserved before
+    assert h.clock.sleeps[-1] == pytest.approx(1 / (9.5 * 0.7), rel=0.01)
+    h.send()  # the rate climbs back meanwhile (CUBIC): a little less, still over 1/9.5
+    assert 1 / 9.5 < h.clock.sleeps[-1] <= 1 / (9.5 * 0.7)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+def test_a_higher_limit_learnt_from_the_headers_frees_the_slots_ahead(
+    shared: bool, request: pytest.FixtureRequest
+) -> None:
+    """10 a minute, then X-RateLimit-Limit: 100: the next request goes at once, not in 6 s.
+
+    The first request was spaced at the old rate (its slot owed 6 s); a higher ceiling
+    re-spaces what is owed at the new rate instead of keeping the old rate's time.
+    """
+    options: dict[str, Any] = {"rate": 10, "period": 60.0, "burst": 1}
+    if shared:
+        options["redis_url"] = request.getfixturevalue("redis_url")
+        options["name"] = f"respace-{uuid.uuid4().hex}"
+    h = Harness(**options)
+    h.send(response(200, headers={"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99"}))
     h.send()
-    assert h.clock.sleeps[-1] == pytest.approx(1 / (9.5 * 0.7), rel=0.05)
+    assert h.clock.sleeps == [pytest.approx(60 / 100 / 0.95, rel=0.05)]
 
 
 def test_no_token_is_granted_before_retry_after() -> None:
@@ -600,7 +624,7 @@ def test_max_pause_zero_ignores_pauses() -> None:
     h.send(response(429, headers={"Retry-After": "5"}))
     assert h.limit.status(KEY).paused_for == 0.0
     h.send()
-    assert h.clock.sleeps == [pytest.approx(h.interval)]
+    assert h.clock.sleeps == [pytest.approx(h.interval / 0.7)]  # the rate the 429 left
 
 
 def test_an_interrupted_wait_releases_its_slot() -> None:

@@ -124,7 +124,7 @@ async def test_both_faces_write_the_same_hash_with_a_ttl(redis_server: RedisServ
     ]
     assert fields[keys[0]] == fields[keys[1]]
     assert fields[keys[0]] == sorted(
-        ["tat", "ceiling", "paused_until", "paused_at", "w_max", "throttled_at"]
+        ["tat", "tat_rate", "ceiling", "paused_until", "paused_at", "w_max", "throttled_at"]
     )
     assert all(0 < ttl <= sync_side.params.ttl for ttl in ttls.values()), ttls
 

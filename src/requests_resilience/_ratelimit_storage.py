@@ -196,6 +196,7 @@ class MemoryBucket:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tat: float | None = None
+        self._tat_rate: float | None = None  # the rate the slots up to `_tat` were spaced at
         self._paused_until = 0.0
         self._paused_at = 0.0
         self._ceiling: float | None = None
@@ -224,12 +225,18 @@ class MemoryBucket:
             rate, _ = self._rate(now, params)
             interval = 1.0 / rate
             tat = now if self._tat is None else self._tat
+            if tat > now and self._tat_rate is not None and self._tat_rate != rate:
+                # The rate changed since the slots ahead were spaced (a higher ceiling
+                # learnt from X-RateLimit-Limit, a throttle, the climb after it): what
+                # is owed is those slots, so they are re-spaced at the new rate.
+                tat = now + (tat - now) * self._tat_rate / rate
             paused_until = min(self._paused_until, self._paused_at + params.max_pause)
             slot = max(now, tat - (params.burst - 1) * interval, paused_until)
             wait = slot - now
             if wait > max_wait:
                 return Reservation(granted=False, wait=wait, rate=rate)
             self._tat = max(tat, slot) + interval
+            self._tat_rate = rate
             return Reservation(granted=True, wait=wait, rate=rate)
 
     def paused_for(self, now: float) -> float:
@@ -327,12 +334,16 @@ local rate = current_rate(now, tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(AR
   tonumber(ARGV[6]))
 local interval = 1 / rate
 local tat = field('tat') or now
+local tat_rate = field('tat_rate')
+if tat > now and tat_rate ~= nil and tat_rate ~= rate then
+  tat = now + (tat - now) * tat_rate / rate  -- the tokens owed stay, not their time
+end
 local paused_until = math.min(field('paused_until') or 0,
   (field('paused_at') or now) + tonumber(ARGV[9]))
 local slot = math.max(now, tat - (tonumber(ARGV[3]) - 1) * interval, paused_until)
 local wait = slot - now
 if wait > tonumber(ARGV[7]) then return {0, num(wait), num(rate)} end
-redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + interval))
+redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + interval), 'tat_rate', num(rate))
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 return {1, num(wait), num(rate)}
 """

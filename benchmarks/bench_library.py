@@ -300,7 +300,11 @@ def refusals(*, rounds: int, n: int) -> dict[str, float]:
 
 
 def threaded_runner(pipeline: Pipeline | None, threads: int) -> Callable[[int], float]:
-    """A batch of `n` calls per thread, all threads at once; returns wall x threads."""
+    """A batch of `n` calls per thread, all threads at once.
+
+    Returns the wall time divided by the number of threads, so that dividing by `n`
+    gives the wall time per call of all of them together.
+    """
     send = requests_runner(pipeline)
 
     def batch(n: int) -> float:
@@ -314,7 +318,7 @@ def threaded_runner(pipeline: Pipeline | None, threads: int) -> Callable[[int], 
         began = time.perf_counter()
         for worker in workers:
             worker.join()
-        return (time.perf_counter() - began) * threads
+        return (time.perf_counter() - began) / threads
 
     return batch
 

@@ -132,6 +132,16 @@ class _OpenAttempt:
             self.span = None
 
 
+def _propagate(call: Call, current: context.Context) -> None:
+    """Inject the caller's context (a span, baggage) into the attempt's headers.
+
+    An empty context has nothing for a propagator to carry (W3C trace context and
+    baggage inject from the context only), so the propagators are not run for it.
+    """
+    if current:
+        inject(call.request.headers, context=current)
+
+
 class Tracing(Rebuilt):
     """One OpenTelemetry CLIENT span, duration metric and debug event per wire attempt.
 
@@ -254,7 +264,7 @@ class Tracing(Rebuilt):
         histogram = self._histogram()
         log = debug_enabled()
         if tracer is None and histogram is None and not log:
-            inject(call.request.headers)  # the API-only hot path: nothing else to do
+            _propagate(call, current)  # the API-only hot path: nothing else to do
             return next(call)
         return self._observe(
             call, next, current=current, tracer=tracer, histogram=histogram, log=log
@@ -269,7 +279,7 @@ class Tracing(Rebuilt):
         histogram = self._histogram()
         log = debug_enabled()
         if tracer is None and histogram is None and not log:
-            inject(call.request.headers)
+            _propagate(call, current)
             return await next(call)
         attempt = self._begin(call, current, tracer, histogram, log)
         try:

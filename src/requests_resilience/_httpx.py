@@ -132,9 +132,21 @@ def _request_view(request: httpx.Request) -> _RequestView:
     view = _RequestView(request.extensions)
     view.method = request.method
     view.url = str(request.url)
-    view.headers = requests.structures.CaseInsensitiveDict(request.headers.multi_items())
+    view.headers = _as_spelled(request.headers)
     view.body = request.content or None
     return view
+
+
+def _as_spelled(headers: httpx.Headers) -> requests.structures.CaseInsensitiveDict[str]:
+    """The headers with their names as the caller spelled them, as httpx sends them.
+
+    (`httpx.Headers.multi_items` gives the names lower-cased: every attempt would then
+    go out with lower-case names where plain httpx keeps the caller's spelling.)
+    """
+    encoding = headers.encoding
+    return requests.structures.CaseInsensitiveDict(
+        (name.decode(encoding), value.decode(encoding)) for name, value in headers.raw
+    )
 
 
 def _response_view(

@@ -3,12 +3,18 @@ vendor's sample loop, all against the fake Vinci server on loopback, under the s
 (5 attempts, exponential backoff from 0.1 s capped at 1 s, jitter where the tool has it).
 Only this project has a retry budget; the others retry every failure.
 
+This project's pipeline runs on each of its three transports, with the same policies:
+mounted on a requests Session, as the transport of an httpx.Client, and as the transport
+of an httpx.AsyncClient. The threaded clients call from 4 threads; the async one from 4
+tasks in one event loop (its own thread), paced and fed the same call ids, so the three
+rows meet the same outcomes and should agree within noise.
+
 Scenarios:
-  outage      a 2-second outage (503) while 4 threads share one session, each starting a call
-              every 20 ms: requests per logical call started during the outage, and the share
-              of those calls that failed.
+  outage      a 2-second outage (503) while 4 workers (threads, or tasks) share one client,
+              each starting a call every 20 ms: requests per logical call started during
+              the outage, and the share of those calls that failed.
   sweep       each request fails (503) with probability p = 0, 10, ..., 100 %, independently:
-              1,000 logical calls from 4 threads per point; a hash of (call, attempt)
+              1,000 logical calls from 4 workers per point; a hash of (call, attempt)
               decides each outcome, so every client meets the same ones (a paired
               comparison); the schedule is ten times faster (0.01 s capped at 0.1 s):
               success rate and requests per logical call.
@@ -21,19 +27,21 @@ Run: ``./dev bench retry`` (or ``python -m benchmarks retry``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+import httpx
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -48,11 +56,14 @@ from requests_resilience import (
     StatusErrors,
     mount,
 )
+from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.testing import FakeVinciServer, Fault
 
 ATTEMPTS = 5
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 PATH = "/billing/balance"
+#: Concurrent callers (threads, or tasks for the async client) in the outage and the sweep.
+WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Backoff:
 #: The outage and Retry-After scenarios: waits of 0.1, 0.2, 0.4, 0.8 s.
 STANDARD = Backoff(initial=0.1, cap=1.0)
 #: The failure-rate sweep: the same shape ten times faster, so that 11 points x 1,000
-#: calls x 4 clients fit in minutes. The budget's floor is per second: if anything this
+#: calls x 6 clients fit in minutes. The budget's floor is per second: if anything this
 #: gives it less time to earn tokens per call than the standard schedule.
 FAST = Backoff(initial=0.01, cap=0.1)
 
@@ -83,11 +94,175 @@ class Server(Protocol):
     def url(self, path: str) -> str: ...
 
 
-Pair = tuple[Callable[[str], bool], Callable[[], None]]
-# A client is built per run: (server, backoff) -> (call function, closer). The call
-# function takes a call id (sent as X-Call-Id on every attempt, so the server can
-# attribute requests to logical calls) and returns True on success.
-Client = Callable[[Server, Backoff], Pair]
+#: One logical call as a worker saw it: its id, when it started (``time.monotonic()``),
+#: and whether it ended well.
+Outcome = tuple[str, float, bool]
+
+
+class Running(Protocol):
+    """Workers under way; `result` waits for them: one list of outcomes per worker."""
+
+    def result(self) -> list[list[Outcome]]: ...
+
+
+class Caller(Protocol):
+    """A client built for one run, and the way its calls are driven.
+
+    A call takes a call id (sent as X-Call-Id on every attempt, so the server can
+    attribute requests to logical calls) and ends in success or failure. The scenarios
+    only say which ids each worker calls and at what pace (`start`); the caller decides
+    what a worker is (a thread, or a task in an event loop), so the scenario logic is
+    the same for blocking and async clients.
+    """
+
+    @property
+    def lost_to_budget(self) -> int | None:
+        """Calls that ended because the retry budget refused (None: the client has none)."""
+
+    def start(self, workers: Sequence[Iterable[str]], pace: float) -> Running:
+        """Start one worker per iterable of call ids; each starts a call every `pace` s."""
+
+    def close(self) -> None:
+        """Release the client (its connections, its event loop)."""
+
+
+#: A client is built per run: (server, backoff) -> caller.
+Client = Callable[[Server, Backoff], Caller]
+
+
+def _rest(started: float, pace: float) -> float:
+    """How long a worker waits before its next call, to start one every `pace` s."""
+    return max(0.0, pace - (time.monotonic() - started))
+
+
+def _drive(call: Callable[[str], bool], ids: Iterable[str], pace: float) -> list[Outcome]:
+    """One blocking worker: call each id in turn, one start every `pace` s at most."""
+    outcomes: list[Outcome] = []
+    for call_id in ids:
+        started = time.monotonic()
+        outcomes.append((call_id, started, call(call_id)))
+        if pace > 0:
+            time.sleep(_rest(started, pace))
+    return outcomes
+
+
+async def _adrive(
+    call: Callable[[str], Awaitable[bool]], ids: Iterable[str], pace: float
+) -> list[Outcome]:
+    """`_drive` as a task: the same calls and pacing, awaiting instead of blocking."""
+    outcomes: list[Outcome] = []
+    for call_id in ids:
+        started = time.monotonic()
+        outcomes.append((call_id, started, await call(call_id)))
+        if pace > 0:
+            await asyncio.sleep(_rest(started, pace))
+    return outcomes
+
+
+class _Threads:
+    """The workers of a `ThreadedCaller`: one future per thread."""
+
+    def __init__(self, futures: list[Future[list[Outcome]]]) -> None:
+        self._futures = futures
+
+    def result(self) -> list[list[Outcome]]:
+        return [f.result() for f in self._futures]
+
+
+class ThreadedCaller:
+    """A blocking call function, driven by one thread per worker.
+
+    Every requests-based client and our httpx.Client row: a call returns True on
+    success; `lost_to_budget` is the call function's own count, if it keeps one.
+    """
+
+    def __init__(self, call: Callable[[str], bool], close: Callable[[], None]) -> None:
+        self._call = call
+        self._close = close
+
+    @property
+    def lost_to_budget(self) -> int | None:
+        count = getattr(self._call, "lost_to_budget", None)
+        return count if isinstance(count, int) else None
+
+    def start(self, workers: Sequence[Iterable[str]], pace: float) -> Running:
+        pool = ThreadPoolExecutor(len(workers))
+        futures = [pool.submit(_drive, self._call, ids, pace) for ids in workers]
+        pool.shutdown(wait=False)  # the threads end with their workers
+        return _Threads(futures)
+
+    def close(self) -> None:
+        self._close()
+
+
+class AsyncCall(Protocol):
+    """An async call function with its own closing (the client it calls through)."""
+
+    @property
+    def lost_to_budget(self) -> int | None: ...
+
+    async def __call__(self, call_id: str) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: What `AsyncCaller`'s loop hands back once open: the call, its loop, the closing signal.
+_Opened = tuple[AsyncCall, asyncio.AbstractEventLoop, asyncio.Event]
+
+
+class AsyncCaller:
+    """An async call function, driven by one task per worker in one event loop.
+
+    The loop is ``asyncio.run`` in a thread of its own, for the caller's whole life:
+    `opener` builds the call function (and its client) inside that loop, every `start`
+    runs its workers there as concurrent tasks (``asyncio.gather``), and `close` closes
+    the client in the same loop before the loop ends. The harness's threads only hand
+    work over and wait, so the concurrency is the tasks', as in an async application.
+    """
+
+    def __init__(self, opener: Callable[[], AsyncCall]) -> None:
+        self._opened: Future[_Opened] = Future()
+        self._thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._life(opener),),
+            name="bench-event-loop",
+            daemon=True,  # a run that fails before `close` must not hang the process
+        )
+        self._thread.start()
+        self._call, self._loop, self._closing = self._opened.result()
+
+    async def _life(self, opener: Callable[[], AsyncCall]) -> None:
+        """The loop's one job: open the call function, serve until `close`, close it."""
+        try:
+            call, closing = opener(), asyncio.Event()
+        except BaseException as exc:
+            self._opened.set_exception(exc)
+            raise
+        self._opened.set_result((call, asyncio.get_running_loop(), closing))
+        try:
+            await closing.wait()
+        finally:
+            await call.aclose()
+
+    @property
+    def lost_to_budget(self) -> int | None:
+        return self._call.lost_to_budget
+
+    def start(self, workers: Sequence[Iterable[str]], pace: float) -> Running:
+        async def all_workers() -> list[list[Outcome]]:
+            return list(await asyncio.gather(*(_adrive(self._call, w, pace) for w in workers)))
+
+        return asyncio.run_coroutine_threadsafe(all_workers(), self._loop)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._closing.set)
+        self._thread.join()
+
+
+def _call_once(caller: Caller, call_id: str) -> bool:
+    """One logical call through `caller`, from one worker; True when it ended well."""
+    [outcomes] = caller.start([[call_id]], pace=0.0).result()
+    return outcomes[0][2]
 
 
 def _headers(server: Server, call_id: str) -> dict[str, str]:
@@ -103,59 +278,137 @@ def _succeeds(logical_call: Callable[[], object]) -> bool:
     return True
 
 
-def _ours(
-    server: Server,
-    backoff: Backoff,
-    *inner: Any,
-    budget: RetryBudget | None = None,
-    no_budget: bool = False,
-) -> Pair:
-    session = requests.Session()
-    retry = Retry(max_attempts=ATTEMPTS, initial_delay=backoff.initial, max_delay=backoff.cap)
-    if budget is not None or no_budget:
-        retry = dataclasses.replace(retry, budget=budget)
-    pipeline = Pipeline(StatusErrors(), retry, *inner, APIKeyAuth(server.api_key))
-    mount(session, server.base_url + "/", pipeline)
-    return _OursCall(session, server.url(PATH)), session.close
+Transport = Literal["requests", "httpx", "httpx async"]
 
 
-class _OursCall:
-    """Our call function; counts the calls that ended because the budget refused."""
+@dataclass(frozen=True)
+class Ours:
+    """Our pipeline on one of its transports; called with (server, backoff), it builds one.
 
-    def __init__(self, session: requests.Session, url: str) -> None:
-        self.session = session
-        self.url = url
+    Every transport gets the same policies (StatusErrors, Retry with the scenario's
+    backoff, optionally a breaker inside it, APIKeyAuth) and its calls are judged the
+    same way: the pipeline raises this library's errors (every one a
+    `requests.RequestException`) on httpx as on requests.
+
+    Attributes:
+        transport: ``"requests"`` (mounted on a Session), ``"httpx"`` (the transport of
+            an httpx.Client) or ``"httpx async"`` (of an httpx.AsyncClient).
+        breaker: put a circuit breaker inside the retry, as the design puts them.
+        budget: the retry budget: ``"default"`` for the Retry's own (a fresh default
+            `RetryBudget`), None for none, or a given one (see `_pressed_budget`).
+    """
+
+    transport: Transport = "requests"
+    breaker: bool = False
+    budget: RetryBudget | Literal["default"] | None = "default"
+
+    def pipeline(self, server: Server, backoff: Backoff) -> Pipeline:
+        """The policies, built afresh (a new budget and breaker for each run)."""
+        retry = Retry(max_attempts=ATTEMPTS, initial_delay=backoff.initial, max_delay=backoff.cap)
+        if self.budget != "default":
+            retry = dataclasses.replace(retry, budget=self.budget)
+        inner = [CircuitBreaker(minimum_calls=5, window=2.0, break_duration=0.5)]
+        return Pipeline(
+            StatusErrors(), retry, *(inner if self.breaker else []), APIKeyAuth(server.api_key)
+        )
+
+    def pressed(self) -> Ours:
+        """The same client with its budget in a failing spell (`_pressed_budget`)."""
+        return dataclasses.replace(self, budget=_pressed_budget())
+
+    def __call__(self, server: Server, backoff: Backoff) -> Caller:
+        pipeline = self.pipeline(server, backoff)
+        url = server.url(PATH)
+        if self.transport == "httpx async":
+            return AsyncCaller(lambda: _OursAsyncCall.opened(pipeline, url))
+        if self.transport == "httpx":
+            client = httpx.Client(transport=ResilientTransport(pipeline))
+            return ThreadedCaller(_OursHttpxCall(client, url), client.close)
+        session = requests.Session()
+        mount(session, server.base_url + "/", pipeline)
+        return ThreadedCaller(_OursCall(session, url), session.close)
+
+
+class _Tally:
+    """What our call functions share: the count of calls the budget ended."""
+
+    def __init__(self) -> None:
         self.lost_to_budget = 0
         self._lock = threading.Lock()
+
+    def _failed(self, error: requests.RequestException) -> Literal[False]:
+        """Count `error` if it is the budget's refusal; a failed call either way."""
+        if isinstance(error, RetryBudgetExhaustedError):
+            with self._lock:
+                self.lost_to_budget += 1
+        return False
+
+
+class _OursCall(_Tally):
+    """Our call function on requests: a GET through the Session the pipeline is mounted on."""
+
+    def __init__(self, session: requests.Session, url: str) -> None:
+        super().__init__()
+        self.session = session
+        self.url = url
 
     def __call__(self, call_id: str) -> bool:
         try:
             self.session.get(self.url, headers={"X-Call-Id": call_id}, timeout=10).close()
-        except RetryBudgetExhaustedError:
-            with self._lock:
-                self.lost_to_budget += 1
-            return False
-        except requests.RequestException:
-            return False
+        except requests.RequestException as exc:
+            return self._failed(exc)
         return True
 
 
-def ours(server: Server, backoff: Backoff) -> Pair:
-    """The Retry policy with its default budget."""
-    return _ours(server, backoff)
+class _OursHttpxCall(_Tally):
+    """Our call function on httpx.Client: the pipeline is the client's transport."""
+
+    def __init__(self, client: httpx.Client, url: str) -> None:
+        super().__init__()
+        self.client = client
+        self.url = url
+
+    def __call__(self, call_id: str) -> bool:
+        try:
+            self.client.get(self.url, headers={"X-Call-Id": call_id}, timeout=10)
+        except requests.RequestException as exc:
+            return self._failed(exc)
+        return True
 
 
-def ours_without_budget(server: Server, backoff: Backoff) -> Pair:
-    """The Retry policy with no budget: what the budget itself changes."""
-    return _ours(server, backoff, budget=None, no_budget=True)
+class _OursAsyncCall(_Tally):
+    """Our call function on httpx.AsyncClient (its calls all run in one event loop)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        super().__init__()
+        self.client = client
+        self.url = url
+
+    @classmethod
+    def opened(cls, pipeline: Pipeline, url: str) -> _OursAsyncCall:
+        """The call function on a new AsyncClient: made in the loop that will use it."""
+        return cls(httpx.AsyncClient(transport=AsyncResilientTransport(pipeline)), url)
+
+    async def __call__(self, call_id: str) -> bool:
+        try:
+            await self.client.get(self.url, headers={"X-Call-Id": call_id}, timeout=10)
+        except requests.RequestException as exc:
+            return self._failed(exc)
+        return True
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
-def ours_with_breaker(server: Server, backoff: Backoff) -> Pair:
-    """The retry with a circuit breaker inside it, as the design puts them."""
-    return _ours(server, backoff, CircuitBreaker(minimum_calls=5, window=2.0, break_duration=0.5))
+#: Our pipeline on each transport: the rows that must agree within noise.
+OURS_BY_TRANSPORT: dict[str, Ours] = {
+    "requests-resilience (requests)": Ours("requests"),
+    "requests-resilience (httpx)": Ours("httpx"),
+    "requests-resilience (httpx async)": Ours("httpx async"),
+}
 
 
-def urllib3_retry(server: Server, backoff: Backoff) -> Pair:
+def urllib3_retry(server: Server, backoff: Backoff) -> Caller:
     from urllib3.util.retry import Retry as U3Retry
 
     session = requests.Session()
@@ -178,7 +431,7 @@ def urllib3_retry(server: Server, backoff: Backoff) -> Pair:
         response.close()
         return response.ok
 
-    return call, session.close
+    return ThreadedCaller(call, session.close)
 
 
 class _RetryableStatusError(Exception):
@@ -193,7 +446,7 @@ def _once(session: requests.Session, server: Server, call_id: str) -> None:
     response.raise_for_status()
 
 
-def tenacity_retry(server: Server, backoff: Backoff) -> Pair:
+def tenacity_retry(server: Server, backoff: Backoff) -> Caller:
     import tenacity
 
     session = requests.Session()
@@ -211,10 +464,10 @@ def tenacity_retry(server: Server, backoff: Backoff) -> Pair:
     def call(call_id: str) -> bool:
         return _succeeds(lambda: attempt(call_id))
 
-    return call, session.close
+    return ThreadedCaller(call, session.close)
 
 
-def stamina_retry(server: Server, backoff: Backoff) -> Pair:
+def stamina_retry(server: Server, backoff: Backoff) -> Caller:
     import stamina
 
     session = requests.Session()
@@ -236,10 +489,10 @@ def stamina_retry(server: Server, backoff: Backoff) -> Pair:
     def call(call_id: str) -> bool:
         return _succeeds(lambda: attempts(call_id))
 
-    return call, session.close
+    return ThreadedCaller(call, session.close)
 
 
-def backoff_retry(server: Server, schedule: Backoff) -> Pair:
+def backoff_retry(server: Server, schedule: Backoff) -> Caller:
     import backoff
 
     session = requests.Session()
@@ -260,10 +513,10 @@ def backoff_retry(server: Server, schedule: Backoff) -> Pair:
     def call(call_id: str) -> bool:
         return _succeeds(lambda: attempt(call_id))
 
-    return call, session.close
+    return ThreadedCaller(call, session.close)
 
 
-def vendor_loop(server: Server, backoff: Backoff) -> Pair:
+def vendor_loop(server: Server, backoff: Backoff) -> Caller:
     """The sample from Vinci's error-handling page, with the same backoff as the others."""
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_maxsize=32))
@@ -294,13 +547,14 @@ def vendor_loop(server: Server, backoff: Backoff) -> Pair:
             return False
         return True
 
-    return call, session.close
+    return ThreadedCaller(call, session.close)
 
 
 CLIENTS: dict[str, Client] = {
-    "requests-resilience": ours,
-    "requests-resilience, no budget": ours_without_budget,
-    "requests-resilience + breaker": ours_with_breaker,
+    **OURS_BY_TRANSPORT,
+    # What the budget itself changes, and the breaker inside the retry (on requests).
+    "requests-resilience, no budget (requests)": Ours("requests", budget=None),
+    "requests-resilience + breaker (requests)": Ours("requests", breaker=True),
     "urllib3 Retry": urllib3_retry,
     "tenacity": tenacity_retry,
     "stamina": stamina_retry,
@@ -326,45 +580,39 @@ def outage(client: Client, *, rounds: int = 10) -> dict[str, Any]:
     }
 
 
+def _ids_until(worker: int, stop_at: float) -> Iterator[str]:
+    """Call ids ``worker-0``, ``worker-1``, ... for as long as ``time.monotonic() < stop_at``."""
+    i = 0
+    while time.monotonic() < stop_at:
+        yield f"{worker}-{i}"
+        i += 1
+
+
+def _call_id(headers: Mapping[str, str]) -> str | None:
+    """The X-Call-Id of a recorded request, however the client spelled the name."""
+    return next((v for k, v in headers.items() if k.lower() == "x-call-id"), None)
+
+
 def _outage_round(
-    client: Client, *, threads: int = 4, down: float = 2.0, pace: float = 0.02
+    client: Client, *, workers: int = WORKERS, down: float = 2.0, pace: float = 0.02
 ) -> dict[str, Any]:
-    """Threads start a call every `pace` s; the server is down for `down` s in the middle.
+    """Workers start a call every `pace` s; the server is down for `down` s in the middle.
 
     Counts the calls started while the server was down, the requests those calls sent
     while it was down (by their X-Call-Id), and how many of those calls failed in the end.
     """
     lead, tail = 0.3, 1.5
     with FakeVinciServer() as server:
-        call, close = client(server, STANDARD)
-        calls: list[tuple[str, float, bool]] = []
-        lock = threading.Lock()
+        caller = client(server, STANDARD)
         stop_at = time.monotonic() + lead + down + tail
-
-        def worker(n: int) -> None:
-            i = 0
-            while time.monotonic() < stop_at:
-                call_id = f"{n}-{i}"
-                i += 1
-                started = time.monotonic()
-                ok = call(call_id)
-                with lock:
-                    calls.append((call_id, started, ok))
-                time.sleep(max(0.0, pace - (time.monotonic() - started)))
-
-        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-        for t in pool:
-            t.start()
+        running = caller.start([_ids_until(n, stop_at) for n in range(workers)], pace)
         time.sleep(lead)
         outage_start = time.monotonic()
         server.outage(down)
         outage_end = outage_start + down
-        for t in pool:
-            t.join()
-        close()
-        arrivals = [
-            (r.time, r.headers.get("X-Call-Id")) for r in server.requests if r.path == PATH
-        ]
+        calls = [outcome for worker in running.result() for outcome in worker]
+        caller.close()
+        arrivals = [(r.time, _call_id(r.headers)) for r in server.requests if r.path == PATH]
     during = {cid: ok for cid, started, ok in calls if outage_start <= started < outage_end}
     while_down = [cid for t, cid in arrivals if outage_start <= t < outage_end]
     # What the calls started during the outage cost the server while it was down (the
@@ -385,10 +633,10 @@ SWEEP = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def sweep(
-    client: Client, *, calls: int = 1000, threads: int = 4, seed: int = 1
+    client: Client, *, calls: int = 1000, workers: int = WORKERS, seed: int = 1
 ) -> list[dict[str, Any]]:
     """`_sweep_point` at each p of `SWEEP`."""
-    return [_sweep_point(client, p, calls=calls, threads=threads, seed=seed) for p in SWEEP]
+    return [_sweep_point(client, p, calls=calls, workers=workers, seed=seed) for p in SWEEP]
 
 
 class DiceServer:
@@ -396,7 +644,7 @@ class DiceServer:
 
     Attempt k of the call with id c fails (503) when a hash of (seed, p, c, k) falls
     below p, else succeeds (200): every client meets exactly the same outcomes, whatever
-    the order its threads send in, so the comparison is paired.
+    the order its workers send in, so the comparison is paired.
     """
 
     api_key = "sk-dice"
@@ -460,24 +708,22 @@ class DiceServer:
 
 
 def _sweep_point(
-    client: Client, p: float, *, calls: int, threads: int, seed: int
+    client: Client, p: float, *, calls: int, workers: int, seed: int
 ) -> dict[str, Any]:
-    """`calls` logical calls from `threads` threads; each attempt fails with probability p."""
+    """`calls` logical calls from `workers` workers; each attempt fails with probability p."""
     with DiceServer(p, seed) as server:
-        call, close = client(server, FAST)
-        per_thread = calls // threads
+        caller = client(server, FAST)
+        per_worker = calls // workers
+        ids = [[f"s-{n}-{i}" for i in range(per_worker)] for n in range(workers)]
         started = time.monotonic()
-        with ThreadPoolExecutor(threads) as pool:
-            results = list(
-                pool.map(lambda n: [call(f"s-{n}-{i}") for i in range(per_thread)], range(threads))
-            )
+        results = caller.start(ids, pace=0.0).result()
         elapsed = time.monotonic() - started
-        close()
+        caller.close()
         sent = server.request_count
-    done = [ok for chunk in results for ok in chunk]
+    done = [ok for worker in results for _, _, ok in worker]
     return {
         "p": p,
-        "lost_to_budget": getattr(call, "lost_to_budget", None),
+        "lost_to_budget": caller.lost_to_budget,
         "calls": len(done),
         "succeeded": sum(done),
         "success_rate": sum(done) / len(done),
@@ -514,11 +760,21 @@ def _pressed_budget() -> RetryBudget:
     return budget
 
 
+def _built(client: Client, server: Server, *, pressure: bool) -> Caller:
+    """`client` on `server`; with `pressure`, its budget in a failing spell (ours only)."""
+    if not pressure:
+        return client(server, STANDARD)
+    if not isinstance(client, Ours):
+        msg = f"only our clients have a budget to press, not {client!r}"
+        raise TypeError(msg)
+    return client.pressed()(server, STANDARD)
+
+
 def retry_after(client: Client, *, reps: int = 5, pressure: bool = False) -> dict[str, Any]:
     """One 429 per form, `reps` times each; compliant when the re-send came no sooner than asked.
 
     With `pressure`, the client's retry budget is in a failing spell when the 429 comes
-    (only for our clients: the others have no budget).
+    (only for our clients, `Ours`: the others have no budget).
     """
     results: dict[str, Any] = {}
     for form, make in RETRY_AFTER_FORMS.items():
@@ -527,12 +783,9 @@ def retry_after(client: Client, *, reps: int = 5, pressure: bool = False) -> dic
             headers, asked = make()
             with FakeVinciServer() as server:
                 server.script(Fault.status(429, headers=headers), path=PATH)
-                if pressure:
-                    call, close = _ours(server, STANDARD, budget=_pressed_budget())
-                else:
-                    call, close = client(server, STANDARD)
-                ok = call("ra")
-                close()
+                caller = _built(client, server, pressure=pressure)
+                ok = _call_once(caller, "ra")
+                caller.close()
                 sent = [r for r in server.requests if r.path == PATH]
             if form == "HTTP-date":  # the server asked until that second: measure against it
                 target = datetime.strptime(headers["Retry-After"], "%a, %d %b %Y %H:%M:%S GMT")
@@ -560,8 +813,9 @@ def retry_after(client: Client, *, reps: int = 5, pressure: bool = False) -> dic
     return results
 
 
-#: The clients of the sweep (the issue's anchors); the others run the other scenarios.
-SWEEP_CLIENTS = ("requests-resilience", "urllib3 Retry", "tenacity", "stamina")
+#: The clients of the sweep (ours on each transport, the issue's anchors); the others run
+#: the other scenarios.
+SWEEP_CLIENTS = (*OURS_BY_TRANSPORT, "urllib3 Retry", "tenacity", "stamina")
 
 
 def main(selected: list[str] | None = None) -> dict[str, Any]:
@@ -583,7 +837,7 @@ def main(selected: list[str] | None = None) -> dict[str, Any]:
             "outage": outage(client),
             "retry_after": retry_after(client),
         }
-        if name == "requests-resilience":
+        if name in OURS_BY_TRANSPORT:
             result["retry_after_under_pressure"] = retry_after(client, pressure=True)
         if name in SWEEP_CLIENTS:
             result["sweep"] = sweep(client)

@@ -24,11 +24,14 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 DOCS_ASSETS = Path(__file__).parent.parent / "docs" / "assets"
 
-# The order of the retry clients in the plot and the tables: ours first, then anchors.
+# The order of the retry clients in the plot and the tables: ours first (on each of its
+# transports, then the variants), then the anchors.
 RETRY_CLIENTS = (
-    "requests-resilience",
-    "requests-resilience, no budget",
-    "requests-resilience + breaker",
+    "requests-resilience (requests)",
+    "requests-resilience (httpx)",
+    "requests-resilience (httpx async)",
+    "requests-resilience, no budget (requests)",
+    "requests-resilience + breaker (requests)",
     "urllib3 Retry",
     "tenacity",
     "stamina",
@@ -37,6 +40,13 @@ RETRY_CLIENTS = (
 )
 OURS = "#3f51b5"
 ANCHOR = "#9e9e9e"
+#: Our sweep curves, one per transport: they should lie on each other, so each has its
+#: own marker (large hollow, medium, small filled) to stay visible underneath the others.
+OURS_SWEEP_STYLES: tuple[dict[str, Any], ...] = (
+    {"color": OURS, "marker": "o", "markersize": 10, "markerfacecolor": "none"},
+    {"color": "#00897b", "marker": "s", "markersize": 6, "linestyle": "--"},
+    {"color": "#f57c00", "marker": "^", "markersize": 4, "linestyle": ":"},
+)
 
 
 def load(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -141,15 +151,15 @@ def tables_markdown(results: dict[str, dict[str, Any]]) -> str:
         rows = []
         for name, c in retry_clients(retry):
             outage = c.get("outage", {})
-            pressed = c.get("retry_after_under_pressure")
+            ours = name.startswith("requests-resilience")
             rows.append(
                 [
-                    f"**{name}**" if name.startswith("requests-resilience") else name,
+                    f"**{name}**" if ours else name,
                     f"{outage.get('requests_per_call', float('nan')):.2f}",
                     _pct(outage.get("failed_share")),
                     str(outage.get("calls_during_outage", "?")),
                     _honoured(c.get("retry_after", {})),
-                    _honoured(pressed) if pressed else "no budget",
+                    _under_pressure(name, c),
                 ]
             )
         out += _table(
@@ -240,6 +250,15 @@ def tables_markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _under_pressure(name: str, client: dict[str, Any]) -> str:
+    """The Retry-After cell with the budget failing: measured, not run, or no budget at all."""
+    pressed = client.get("retry_after_under_pressure")
+    if pressed:
+        return _honoured(pressed)
+    has_budget = name.startswith("requests-resilience") and "no budget" not in name
+    return "not run" if has_budget else "no budget"
+
+
 def _honoured(forms: dict[str, Any]) -> str:
     """``compliant of runs`` over every Retry-After form."""
     runs = sum(int(f.get("runs", 1)) for f in forms.values())
@@ -262,7 +281,8 @@ def sweep_markdown(retry: dict[str, Any]) -> list[str]:
     out = [
         "### Independent random failures, from 0 to 100 %",
         "",
-        f"{points[0].get('calls', '?')} logical calls per point from 4 threads; each request"
+        f"{points[0].get('calls', '?')} logical calls per point from 4 workers (threads;"
+        " tasks in one event loop for httpx async); each request"
         " fails (503) with probability p, decided by a hash of (call, attempt), so every"
         " client meets the same outcomes;"
         f" {settings.get('attempts', '?')} attempts, backoff from"
@@ -295,16 +315,17 @@ def plot_sweep(results: dict[str, dict[str, Any]], path: Path) -> None:
     retry = results.get("retry")
     runs = sweeps(retry) if retry is not None else []
     styles = ["--", ":", "-."]
+    ours_seen = 0
     for n, (name, series) in enumerate(runs):
         ps = [q["p"] * 100 for q in series]
-        ours = name.startswith("requests-resilience")
-        style = {
-            "color": OURS if ours else None,
-            "linestyle": "-" if ours else styles[n % len(styles)],
-            "linewidth": 2.5 if ours else 1.5,
-            "marker": "o" if ours else ".",
-            "label": name,
-        }
+        style: dict[str, Any]
+        if name.startswith("requests-resilience"):
+            style = {"linestyle": "-", "linewidth": 2.0}
+            style.update(OURS_SWEEP_STYLES[ours_seen % len(OURS_SWEEP_STYLES)])
+            ours_seen += 1
+        else:
+            style = {"linestyle": styles[n % len(styles)], "linewidth": 1.5, "marker": "."}
+        style["label"] = name
         ax_ok.plot(ps, [q["success_rate"] * 100 for q in series], **style)
         ax_sent.plot(ps, [q["requests_per_call"] for q in series], **style)
     ax_ok.set_title("Calls that succeeded (higher: better)")

@@ -105,6 +105,27 @@ def test_mounted_on_a_prefix(server: FakeVinciServer) -> None:
     assert len(server.requests) == 2
 
 
+def test_header_names_go_out_as_the_caller_spelled_them(server: FakeVinciServer) -> None:
+    """Every attempt, sync and async, keeps the names' spelling, as plain httpx does."""
+    server.script(Fault.status(503), path=BALANCE)
+    headers = {"X-Call-Id": "c-1"}
+    with httpx.Client(transport=ResilientTransport(preset(server, FakeClock()))) as client:
+        client.get(server.url(BALANCE), headers=headers)
+
+    async def main() -> None:
+        transport = AsyncResilientTransport(preset(server, FakeClock()))
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get(server.url(BALANCE), headers=headers)
+
+    asyncio.run(main())
+    httpx.get(server.url(BALANCE), headers=headers)  # plain httpx: the reference
+    assert len(server.requests) == 4  # the sync call was retried once
+    spellings = [
+        [n for n in r.headers if n.lower() in {"x-call-id", "user-agent"}] for r in server.requests
+    ]
+    assert spellings == [["User-Agent", "X-Call-Id"]] * 4
+
+
 def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:
     """Twenty concurrent calls in one event loop, each retried through the same policies."""
     clock = FakeClock()

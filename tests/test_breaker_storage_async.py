@@ -45,7 +45,7 @@ class Faces(TwoFaces):
         self.rules: Rules = breaker._settings.rules
 
 
-def _breaker(url: str, **options: Any) -> CircuitBreaker:
+def _breaker(url: str | None, **options: Any) -> CircuitBreaker:
     settings: dict[str, Any] = {
         "minimum_calls": 2,
         "failure_ratio": 0.5,

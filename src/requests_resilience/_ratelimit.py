@@ -35,7 +35,7 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 
 from requests_resilience import _telemetry
 from requests_resilience._breaker import breaker_key_by_host
@@ -713,8 +713,6 @@ class RateLimit(Rebuilt):
         settings = self._settings
         throttled = response.status_code == 429
         headers = response.headers
-        clock = call.clock
-        wall = clock.time()
         pause: float | None = None
         ceiling: float | None = None
         if settings.follow_headers:
@@ -723,9 +721,11 @@ class RateLimit(Rebuilt):
                 if limits.limit is not None and limits.limit >= 1:
                     ceiling = limits.limit / settings.period * settings.headroom
                 if limits.remaining == 0 and limits.reset is not None:
-                    pause = _reset_pause(limits.reset, wall, settings.period, throttled)
+                    pause = _reset_pause(
+                        limits.reset, call.clock.time(), settings.period, throttled
+                    )
         if throttled:
-            retry_after = parse_retry_after(headers, wall)
+            retry_after = parse_retry_after(headers, call.clock.time())
             if retry_after is not None:
                 pause = retry_after
         if pause is not None:
@@ -979,7 +979,10 @@ def ensure_rate_gauge() -> None:
 
 
 def _on_span(rate: float, wait: float) -> None:
-    span = trace.get_current_span()
+    current = context.get_current()
+    if not current:
+        return  # no span in the context: nothing to annotate
+    span = trace.get_current_span(current)
     if span.is_recording():
         span.set_attribute(_RATE_ATTRIBUTE, rate)
         span.set_attribute(_WAIT_ATTRIBUTE, wait)

@@ -394,6 +394,14 @@ class Retry:
     def _first_call(self, call: Call, deadline: float | None, now: float) -> Call:
         if deadline is None and self.attempt_timeout is None:
             return call  # nothing to change: no allocation on the hot path
+        given = call.timeout
+        if (
+            self.attempt_timeout is None
+            and isinstance(given, int | float)
+            and deadline is not None
+            and given <= deadline - now
+        ):
+            return call.evolve(deadline=deadline)  # the timeout is within the deadline
         return call.evolve(
             deadline=deadline, timeout=self._attempt_timeout(call.timeout, deadline, now)
         )

@@ -1,0 +1,162 @@
+"""What the per-request path does not do, on every transport: the issue's hot-path rules.
+
+A call through the whole Vinci preset, after a first one (which may look things up
+once), reads no environment variable, parses no URL it has seen, and copies no
+dataclass through `dataclasses.replace`. Speed itself is the benchmarks' business
+(``./dev bench library``); these tests pin the behaviour that the speed rests on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from requests_resilience import PipelineAdapter, RateLimit
+from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
+from requests_resilience.vinci import build_pipeline
+
+URL = "https://tryvinci.com/api/v1/billing/balance"
+KEY = "sk-hot-path-0123456789"
+CALLS = 20
+
+
+class Canned(BaseAdapter):
+    """A requests transport answering 200 at once, with the Vinci rate-limit headers."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["X-RateLimit-Limit"] = "100"
+        response.headers["X-RateLimit-Remaining"] = "99"
+        response._content = b"{}"
+        response.request = request
+        response.url = request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def _answer(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers={"X-RateLimit-Limit": "100"}, content=b"{}")
+
+
+def _preset() -> Any:
+    return build_pipeline(api_key=KEY, rate_limit=RateLimit(1_000_000, period=0.001))
+
+
+Sender = tuple[Callable[[], object], Callable[[], None]]  # send one call; close
+
+
+def _requests_sender() -> Sender:
+    adapter = PipelineAdapter(_preset(), transport=Canned())
+    prepared = requests.Request("GET", URL).prepare()
+    return (lambda: adapter.send(prepared, timeout=30)), adapter.close
+
+
+def _httpx_sender() -> Sender:
+    transport = ResilientTransport(_preset(), httpx.MockTransport(_answer))
+    return (lambda: transport.handle_request(httpx.Request("GET", URL))), transport.close
+
+
+def _async_sender() -> Sender:
+    transport = AsyncResilientTransport(_preset(), httpx.MockTransport(_answer))
+    loop = asyncio.new_event_loop()
+
+    def send() -> object:
+        return loop.run_until_complete(transport.handle_async_request(httpx.Request("GET", URL)))
+
+    def close() -> None:
+        loop.run_until_complete(transport.aclose())
+        loop.close()
+
+    return send, close
+
+
+SENDERS = {"requests": _requests_sender, "httpx": _httpx_sender, "httpx-async": _async_sender}
+
+
+class CountingEnviron(MutableMapping[str, str]):
+    """`os.environ` as seen by the code under test: every read is counted."""
+
+    def __init__(self, wrapped: MutableMapping[str, str]) -> None:
+        self.wrapped = wrapped
+        self.reads: list[str] = []
+
+    def __getitem__(self, key: str) -> str:
+        self.reads.append(key)
+        return self.wrapped[key]
+
+    def __contains__(self, key: object) -> bool:
+        self.reads.append(str(key))
+        return key in self.wrapped
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.wrapped[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.wrapped[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.wrapped)
+
+    def __len__(self) -> int:
+        return len(self.wrapped)
+
+
+@pytest.fixture(params=list(SENDERS))
+def send(request: pytest.FixtureRequest) -> Iterator[Callable[[], object]]:
+    sender, close = SENDERS[request.param]()
+    sender()  # the first call may look things up once
+    yield sender
+    close()
+
+
+def test_no_environment_variable_is_read_per_request(
+    send: Callable[[], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 calls through the preset read os.environ zero times (OTel's getters would, 3x)."""
+    environ = CountingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", environ)
+    for _ in range(CALLS):
+        send()
+    assert environ.reads == []
+
+
+def test_a_url_seen_before_is_not_parsed_again(
+    send: Callable[[], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The breaker's key of a URL it has seen is a cache hit: urlsplit is not called."""
+    parsed: list[str] = []
+    urlsplit = urllib.parse.urlsplit
+
+    def counting(url: str, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(url)
+        return urlsplit(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.parse, "urlsplit", counting)
+    for _ in range(CALLS):
+        send()
+    assert parsed == []
+
+
+def test_no_dataclass_is_copied_with_replace(
+    send: Callable[[], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls evolve through their slots' setters, not `dataclasses.replace`."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("dataclasses.replace on the hot path")
+
+    monkeypatch.setattr(dataclasses, "replace", refuse)
+    for _ in range(CALLS):
+        send()

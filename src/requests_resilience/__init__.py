@@ -54,7 +54,8 @@ from requests_resilience._errors import (
     RetryBudgetExhaustedError,
     ServerError,
 )
-from requests_resilience._events import BreakerStateChange, RetryDetails
+from requests_resilience._events import BreakerStateChange, HedgeDetails, RetryDetails
+from requests_resilience._hedging import Hedging, LatencyPercentile
 from requests_resilience._pipeline import (
     AsyncNext,
     Attempt,
@@ -104,7 +105,10 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
+    "HedgeDetails",
+    "Hedging",
     "InsufficientBalanceError",
+    "LatencyPercentile",
     "MissingAPIKeyError",
     "Next",
     "NotFoundError",

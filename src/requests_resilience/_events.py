@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BreakerStateChange", "RetryDetails"]
+__all__ = ["BreakerStateChange", "HedgeDetails", "RetryDetails"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,3 +75,39 @@ class BreakerStateChange:
     failure_ratio: float | None = None
     calls: int | None = None
     retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeDetails:
+    """A hedged attempt about to be sent while earlier attempts of the call may still run.
+
+    Attributes:
+        policy: the hedging policy's name.
+        method: the HTTP method.
+        url: the URL without query, fragment or credentials.
+        attempt: the number the new attempt gets (the first hedge of a call is 2).
+        hedge: which hedge of the call it is: 1 for the first.
+        trigger: ``"delay"`` (no acceptable response within the delay),
+            ``"failure"`` (an earlier attempt failed), or ``"parallel"`` (a delay of 0).
+        delay: the call's hedging delay in seconds (None in fallback mode).
+        elapsed: seconds since the call's first attempt started.
+        status_code: for ``"failure"``, the status of the attempt that failed, if any.
+        error: for ``"failure"``, the exception type name of the attempt that failed.
+
+    Example:
+        >>> def on_hedge(details: HedgeDetails) -> None:
+        ...     print(f"{details.method} {details.url}: hedge {details.hedge} "
+        ...           f"({details.trigger}) after {details.elapsed:.3f} s")
+        >>> hedging = Hedging(delay=0.2, on_hedge=(on_hedge,))
+    """
+
+    policy: str
+    method: str
+    url: str
+    attempt: int
+    hedge: int
+    trigger: str
+    delay: float | None
+    elapsed: float
+    status_code: int | None = None
+    error: str | None = None

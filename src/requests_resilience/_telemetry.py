@@ -12,6 +12,9 @@ the current span; metrics through the global meter provider):
   ``requests_resilience.retry``; counter ``requests_resilience.retries`` (by reason).
 - `breaker_state_changed`: warning ``breaker_state_changed``; span event
   ``requests_resilience.breaker``; counter ``requests_resilience.breaker.state_changes``.
+- `hedge_launched`: info ``hedge_launched``; span event ``requests_resilience.hedge``;
+  counter ``requests_resilience.hedges`` (by trigger). The hedged attempt's own span
+  (from ``Tracing``) carries ``requests_resilience.hedge = true``.
 - `call_failed`: error ``call_failed`` (the exception itself reaches the caller, and
   `operation` records it on its span).
 - each wire attempt, from the ``Tracing`` policy: debug ``attempt``; its own CLIENT
@@ -41,6 +44,7 @@ import is used.
 
 from __future__ import annotations
 
+import contextvars
 import importlib.metadata
 import logging
 import re
@@ -59,7 +63,7 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
     from requests_resilience._errors import APIError
-    from requests_resilience._events import BreakerStateChange, RetryDetails
+    from requests_resilience._events import BreakerStateChange, HedgeDetails, RetryDetails
     from requests_resilience._secrets import Redactor
 
 __all__ = [
@@ -67,6 +71,8 @@ __all__ = [
     "SCHEMA_URL",
     "breaker_state_changed",
     "call_failed",
+    "hedge_launched",
+    "hedging_attempt",
     "retry_scheduled",
 ]
 
@@ -273,6 +279,68 @@ def breaker_state_changed(change: BreakerStateChange) -> None:
         )
 
 
+#: True in the context of an attempt that a hedging policy sent as a hedge (it sets it
+#: in the attempt's own copy of the context); the Tracing policy marks the span.
+hedging_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "requests_resilience_hedge", default=False
+)
+
+
+def hedge_launched(details: HedgeDetails) -> None:
+    """A hedging policy is about to send another attempt of a call.
+
+    Logs an info ``hedge_launched`` (attempt, hedge, trigger, delay, elapsed, ...): a
+    hedge is the policy working as meant, not a warning. Adds a
+    ``requests_resilience.hedge`` event to the current span and counts one
+    ``requests_resilience.hedges`` with the trigger.
+    """
+    fields = _without_none(
+        policy=details.policy,
+        method=details.method,
+        url=details.url,
+        attempt=details.attempt,
+        hedge=details.hedge,
+        trigger=details.trigger,
+        delay=None if details.delay is None else round(details.delay, 6),
+        elapsed=round(details.elapsed, 6),
+        status_code=details.status_code,
+        error=details.error,
+    )
+    logger.info("hedge_launched", **fields)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            "requests_resilience.hedge",
+            _attributes(
+                {
+                    "requests_resilience.hedge.policy": details.policy,
+                    "requests_resilience.hedge.attempt": details.attempt,
+                    "requests_resilience.hedge.number": details.hedge,
+                    "requests_resilience.hedge.trigger": details.trigger,
+                    "requests_resilience.hedge.delay": details.delay,
+                    "requests_resilience.hedge.elapsed": details.elapsed,
+                    "http.request.method": details.method,
+                    "url.full": details.url,
+                    "http.response.status_code": details.status_code,
+                    "error.type": details.error,
+                }
+            ),
+        )
+    counters = _counters()
+    if counters is not None:
+        counters.hedges.add(
+            1,
+            _attributes(
+                {
+                    "requests_resilience.hedge.policy": details.policy,
+                    "requests_resilience.hedge.trigger": details.trigger,
+                    "http.request.method": details.method,
+                    "server.address": _host_of(details.url),
+                }
+            ),
+        )
+
+
 def call_failed(error: APIError) -> None:
     """A logical call ended with `error` (raised by the outermost StatusErrors policy).
 
@@ -379,6 +447,7 @@ class _Counters:
     provider: metrics.MeterProvider
     retries: metrics.Counter
     breaker_changes: metrics.Counter
+    hedges: metrics.Counter
 
 
 _cached_counters: _Counters | None = None
@@ -465,6 +534,11 @@ def _counters() -> _Counters | None:
             "requests_resilience.breaker.state_changes",
             unit="{change}",
             description="Circuit breaker state changes, by breaker and new state.",
+        ),
+        hedges=meter.create_counter(
+            "requests_resilience.hedges",
+            unit="{hedge}",
+            description="Hedged attempts sent by a hedging policy, by trigger.",
         ),
     )
     _cached_counters = cached

@@ -52,6 +52,7 @@ from requests_resilience._telemetry import (
     exception_attributes,
     global_meter_provider,
     global_tracer_provider,
+    hedging_attempt,
     is_noop_meter_provider,
     log_attempt,
     logger,
@@ -155,7 +156,8 @@ class Tracing(Rebuilt):
     query values replaced by ``REDACTED``, the pipeline's secrets removed),
     ``http.response.status_code``, ``error.type`` (the status for >= 400, the
     exception's type name for an exception) with status ERROR, and
-    ``http.request.resend_count`` from the second wire attempt on. The server's request id
+    ``http.request.resend_count`` from the second wire attempt on (a `Hedging`
+    policy's hedges also get ``requests_resilience.hedge = true``). The server's request id
     (``X-Request-ID`` / ``Request-Id``, else ``request_id`` in a small JSON body that
     was not streamed) goes in `request_id_attribute`, on the attempt's span and on the
     enclosing `operation` span. The current context is injected into each attempt's
@@ -403,6 +405,8 @@ class Tracing(Rebuilt):
             resends = _resends(call)
             if resends:
                 attributes["http.request.resend_count"] = resends
+            if hedging_attempt.get():
+                attributes["requests_resilience.hedge"] = True
         span = tracer.start_span(
             name, context=current, kind=SpanKind.CLIENT, attributes=attributes
         )

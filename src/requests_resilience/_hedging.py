@@ -267,7 +267,7 @@ class _Workers(Rebuilt):
         """How many attempts the workers are running now."""
         return self._busy
 
-    def submit(self, fn: Callable[..., None], *args: Any) -> bool:
+    def submit(self, fn: Callable[..., object], *args: Any) -> bool:
         """Run ``fn(*args)`` on a free worker in a copy of the caller's context."""
         with self._lock:
             if self._busy >= self.max_workers:
@@ -286,7 +286,7 @@ class _Workers(Rebuilt):
             return False
         return True
 
-    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _run(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
             fn(*args)
         finally:
@@ -427,14 +427,15 @@ class Hedging:
         try:
             while True:
                 if isinstance(action, _Launch):
+                    now = clock.monotonic()  # before the attempt can make time pass
                     if self._workers.submit(group.attempt, next, action.call, action.index):
-                        action = run.launched(action.index, clock.monotonic())
+                        action = run.launched(action.index, now)
                     elif action.index == 0:
                         return next(call)  # every worker is busy: sent once, unhedged
                     else:
                         action = run.not_launched(action.index)
                 elif isinstance(action, _Await):
-                    item = _receive(group.inbox, action.timeout, clock)
+                    item = _receive(group.inbox, action.until, clock)
                     if item is None:
                         action = run.timed_out(clock.monotonic())
                     else:
@@ -462,13 +463,14 @@ class Hedging:
         try:
             while True:
                 if isinstance(action, _Launch):
+                    now = clock.monotonic()
                     task = asyncio.ensure_future(
                         self._attempt_async(next, action.call, action.index, clock)
                     )
-                    tasks[task] = (action.index, clock.monotonic())
-                    action = run.launched(action.index, clock.monotonic())
+                    tasks[task] = (action.index, now)
+                    action = run.launched(action.index, now)
                 elif isinstance(action, _Await):
-                    done = await _first_done(tasks, action.timeout, clock)
+                    done = await _first_done(tasks, action.until, clock)
                     if done is None:
                         action = run.timed_out(clock.monotonic())
                     else:
@@ -633,16 +635,15 @@ class _Group:
                 _discard(response)
 
 
-def _receive(inbox: queue.SimpleQueue[_Result], timeout: float | None, clock: Clock) -> Any:
-    """The next result, or None once `timeout` seconds passed on `clock`."""
-    if timeout is None:
+def _receive(inbox: queue.SimpleQueue[_Result], until: float | None, clock: Clock) -> Any:
+    """The next result, or None once `clock` reads `until`."""
+    if until is None:
         return inbox.get()
     if type(clock) is SystemClock:
         try:
-            return inbox.get(timeout=max(0.0, timeout))
+            return inbox.get(timeout=max(0.0, until - clock.monotonic()))
         except queue.Empty:
             return None
-    until = clock.monotonic() + timeout
     while True:
         try:
             return inbox.get(timeout=_POLL)
@@ -652,10 +653,9 @@ def _receive(inbox: queue.SimpleQueue[_Result], timeout: float | None, clock: Cl
 
 
 async def _first_done(
-    tasks: Collection[asyncio.Future[_Result]], timeout: float | None, clock: Clock
+    tasks: Collection[asyncio.Future[_Result]], until: float | None, clock: Clock
 ) -> asyncio.Future[_Result] | None:
-    """A finished attempt, or None once `timeout` seconds passed on `clock`."""
-    until = None if timeout is None else clock.monotonic() + timeout
+    """A finished attempt, or None once `clock` reads `until`."""
     while True:
         finished = [t for t in tasks if t.done()]
         if finished:
@@ -688,15 +688,17 @@ class _Launch:
 
 
 class _Await:
-    """Wait for an attempt to finish, at most `timeout` seconds (None: no limit).
+    """Wait for an attempt to finish, until `until` on the clock (None: no limit).
 
     A finished attempt goes to `_Run.observed`, the end of the wait to `_Run.timed_out`.
+    The end is a point on the clock, not a length: time that passes before the driver
+    starts waiting counts too.
     """
 
-    __slots__ = ("timeout",)
+    __slots__ = ("until",)
 
-    def __init__(self, timeout: float | None) -> None:
-        self.timeout = timeout
+    def __init__(self, until: float | None) -> None:
+        self.until = until
 
 
 class _Done:
@@ -831,10 +833,10 @@ class _Run:
     def _next(self, now: float) -> _Launch | _Await | _Done:
         """Hedge if the delay is over, else wait for it, or for the attempts in flight."""
         if self._may_hedge(now) and self.delay is not None:
-            left = self.last_launch + self.delay - now
-            if left <= 0:
+            until = self.last_launch + self.delay
+            if until <= now:
                 return self._hedge(now, "parallel" if self.delay == 0 else "delay")
-            return _Await(left)
+            return _Await(until)
         if self.pending:
             return _Await(None)
         return self._give_up()

@@ -573,6 +573,7 @@ class SlowServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers and body wait on a delayed ACK
 
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -859,7 +859,9 @@ def test_keys_beyond_max_keys_drop_the_least_recently_used() -> None:
 # -- slow calls (resilience4j's slowCallRateThreshold) -----------------------------------
 
 
-def _slow(seconds: float, clock: FakeClock, outcome: Callable[[Call], requests.Response] = ok):
+def _slow(
+    seconds: float, clock: FakeClock, outcome: Callable[[Call], requests.Response] = ok
+) -> Callable[[Call], requests.Response]:
     """An answer that takes `seconds` on the fake clock."""
 
     def answer(call: Call) -> requests.Response:

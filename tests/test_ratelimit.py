@@ -675,7 +675,7 @@ def test_the_same_limit_header_is_not_parsed_again_and_remaining_zero_still_paus
     for _ in range(2):  # the first learns the ceiling, the second finds it known
         h.send(response(200, headers=limits))
     parsed: list[object] = []
-    real = ratelimit_module.parse_rate_limit_headers
+    real = ratelimit_module.parse_rate_limit_headers  # type: ignore[attr-defined]
 
     def counting(headers: Any) -> Any:
         parsed.append(headers)

@@ -145,6 +145,18 @@ class _ResponseView(requests.Response):
     httpx: httpx.Response
 
     @property
+    def reason(self) -> str:
+        """The reason phrase, looked up when first asked for (error messages do)."""
+        attributes = self.__dict__
+        if "_reason" not in attributes:
+            attributes["_reason"] = self.httpx.reason_phrase
+        return attributes["_reason"]  # type: ignore[no-any-return]
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self.__dict__["_reason"] = value
+
+    @property
     def encoding(self) -> str | None:
         """The body's charset (from ``Content-Type``), read when first asked for."""
         attributes = self.__dict__
@@ -209,7 +221,6 @@ def _response_view(
     vars(view).update(_content=False, _content_consumed=False, _next=None)  # Response's own
     view.status_code = response.status_code
     view.headers = _latin1_headers(response.headers.raw)
-    view.reason = response.reason_phrase
     view.url = request.url or ""
     view.request = request
     view.raw = _AsyncRaw(response) if asynchronous else _Raw(response)

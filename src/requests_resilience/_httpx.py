@@ -31,7 +31,7 @@ from requests.structures import CaseInsensitiveDict
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
 from requests_resilience._headers import copy_headers
-from requests_resilience._pipeline import Call, Pipeline
+from requests_resilience._pipeline import Call, Pipeline, first_call
 
 if TYPE_CHECKING:
     from requests_resilience._pipeline import TimeoutValue
@@ -234,12 +234,16 @@ _NO_TIME = datetime.timedelta(0)
 
 
 def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
-    return Call(
-        request=view,
-        stream=True,  # httpx reads (or streams) the body after the transport
-        timeout=_timeout_of(view.extensions),
-        clock=pipeline.clock,
-        redactor=pipeline.redactor,
+    # stream=True: httpx reads (or streams) the body after the transport
+    return first_call(
+        view,
+        True,
+        _timeout_of(view.extensions),
+        True,
+        None,
+        None,
+        pipeline.clock,
+        pipeline.redactor,
     )
 
 

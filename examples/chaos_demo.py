@@ -1,10 +1,12 @@
 """Test your application's resilience: the Vinci client with chaos injected.
 
 Twelve jobs are created and waited for through `VinciClient` and the Vinci preset,
-with three chaos policies at the innermost end of the pipeline: connection failures,
-injected 503s and added latency, each on a share of the attempts. Then a simulated
-outage (a fourth policy, its switch a function) fails every attempt while the app
-reads its balance: a `Fallback` answers with the last good balance, marked.
+with three chaos policies at the innermost end of the pipeline (the preset's
+``chaos=`` seam, after tracing): connection failures, injected 503s and added
+latency, each on a share of the attempts. Then a simulated outage (a fourth policy,
+its switch a function) fails every attempt while the app reads its balance: a
+`Fallback` (the preset's ``fallback=`` seam, outermost) answers with the last good
+balance, marked.
 
 The pipeline's clock is a seeded `FakeClock`, so every wait is instant and the same
 attempts are hit on every run: the numbers printed are reproducible. Against a
@@ -64,7 +66,7 @@ class EventCounter(logging.Handler):
 
 
 class LastGoodBalance:
-    """A ten-line policy: remember the last balance the API returned."""
+    """A ten-line policy: remember the last balance the API returned (and answer with it)."""
 
     name = "last_good_balance"
 
@@ -103,15 +105,20 @@ def main() -> None:
     outage = threading.Event()
     last_good = LastGoodBalance()
     with FakeVinciServer(polls_to_complete=2) as server:
-        preset = build_pipeline(api_key=server.api_key, clock=clock, rate_limit=None)
         chaos = [
             ChaosFault(injection_rate=0.15, enabled=True),
             ChaosOutcome(injection_rate=0.10, enabled=True),
             ChaosLatency(latency=0.8, injection_rate=0.20, enabled=True),
             ChaosFault(injection_rate=1.0, enabled=lambda call: outage.is_set(), name="outage"),
         ]
-        fallback = Fallback(on=balance_unavailable, response=last_good.answer)
-        pipeline = preset.evolve(policies=[fallback, last_good, *preset.policies, *chaos])
+        pipeline = build_pipeline(
+            api_key=server.api_key,
+            clock=clock,
+            rate_limit=None,  # the fake server has no rate limit; keep the run short
+            extra_policies=(last_good,),  # sees every attempt, inside the retry
+            fallback=Fallback(on=balance_unavailable, response=last_good.answer),  # outermost
+            chaos=chaos,  # innermost, after tracing
+        )
         print(pipeline.describe())
         with VinciClient(base_url=server.base_url, pipeline=pipeline, clock=clock) as client:
             jobs: Counter[str] = Counter()

@@ -42,6 +42,7 @@ from requests_resilience import (
     service_unavailable,
 )
 from requests_resilience.testing import FakeClock, FakeVinciServer
+from requests_resilience.vinci import build_pipeline
 from tests.helpers import ScriptedTransport, prepared, response, run
 from tests.three_transports import KINDS, Transport
 
@@ -557,3 +558,22 @@ def test_the_default_outcome_is_a_plain_response() -> None:
     assert got.request is call.request
     assert got.url == call.request.url
     assert next(got.iter_content(4)) == b'{"de'
+
+
+def test_the_vinci_preset_puts_fallback_first_and_chaos_last() -> None:
+    """build_pipeline(fallback=, chaos=): outermost and innermost; none of them by default."""
+    default = build_pipeline(api_key="sk-test-123456789")
+    assert default.names == (
+        "status_errors",
+        "retry",
+        "circuit_breaker",
+        "rate_limit",
+        "auth",
+        "tracing",
+    )
+    pipeline = build_pipeline(
+        api_key="sk-test-123456789",
+        fallback=Fallback(on=CircuitOpenError, response=lambda call, outcome: make_response(call)),
+        chaos=[ChaosFault(injection_rate=0.1), ChaosLatency(latency=1.0, injection_rate=0.1)],
+    )
+    assert pipeline.names == ("fallback", *default.names, "chaos_fault", "chaos_latency")

@@ -144,6 +144,16 @@ class _Chaos:
             return False
         return call.clock.random() < self.injection_rate
 
+    # Each kind sends in its own way; declared here so that a list of chaos policies
+    # of several kinds is still a list of policies to a type checker.
+    def send(self, call: Call, next: Next) -> Response:
+        """Handle one attempt (see each kind)."""
+        raise NotImplementedError  # pragma: no cover - every kind overrides it
+
+    async def asend(self, call: Call, next: AsyncNext) -> Response:
+        """Handle one attempt in an async pipeline (see each kind)."""
+        raise NotImplementedError  # pragma: no cover - every kind overrides it
+
     def _report(self, call: Call, **detail: Any) -> None:
         """Log ``chaos_injected``; mark the current span (the attempt's, innermost)."""
         request = call.request

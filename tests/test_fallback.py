@@ -430,3 +430,35 @@ def test_an_open_breaker_is_answered_on_every_transport(
     assert got.json() == LAST_GOOD
     assert fallback_of(got) is not None
     assert len(server.requests) == 3
+
+
+# -- make_response ------------------------------------------------------------------------
+
+
+def test_make_response_builds_a_readable_response_bound_to_the_call() -> None:
+    """JSON or bytes, the standard reason, the call's request and URL, headers kept."""
+    call = Call(request=prepared())
+    made = make_response(call, 202, json={"ok": True}, headers={"X-Served-By": "cache"})
+    assert (made.status_code, made.reason) == (202, "Accepted")
+    assert made.json() == {"ok": True}
+    assert made.headers["Content-Type"] == "application/json"
+    assert made.headers["x-served-by"] == "cache"
+    assert made.request is call.request
+    assert made.url == call.request.url
+    text = make_response(call, 299, content="héllo")
+    assert text.content == "héllo".encode()
+    assert text.reason == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"status_code": 99}, "from 100 to 599"),
+        ({"status_code": True}, "from 100 to 599"),
+        ({"json": {}, "content": b"x"}, "not both"),
+    ],
+)
+def test_make_response_checks_its_arguments(kwargs: dict[str, Any], needle: str) -> None:
+    """A status out of range, or two bodies, is refused with a message that says so."""
+    with pytest.raises(ConfigurationError, match=needle):
+        make_response(Call(request=prepared()), **kwargs)

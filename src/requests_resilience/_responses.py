@@ -25,14 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = ["make_response"]
 
-_NO_BODY: Any = object()
-
-
 def make_response(
     call: Call,
     status_code: int = 200,
     *,
-    json: Any = _NO_BODY,
+    json: Any = None,
     content: bytes | str = b"",
     headers: Mapping[str, str] | None = None,
     reason: str | None = None,
@@ -44,7 +41,8 @@ def make_response(
             URL ``response.url``).
         status_code: the status, 100 to 599.
         json: a value to send as the JSON body (with ``Content-Type:
-            application/json``); leave it out to use `content`.
+            application/json``); None (the default) for none: use `content` (a JSON
+            ``null`` is ``content=b"null"``), as with httpx's ``json=``.
         content: the body as bytes (a `str` is encoded as UTF-8).
         headers: the response headers.
         reason: the reason phrase; default the standard one for `status_code`.
@@ -67,7 +65,7 @@ def make_response(
         msg = f"make_response status_code must be an int from 100 to 599, got {status_code!r}"
         raise ConfigurationError(msg)
     given = CaseInsensitiveDict(headers or {})
-    if json is not _NO_BODY:
+    if json is not None:
         if content:
             msg = "make_response takes json= or content=, not both"
             raise ConfigurationError(msg)
@@ -79,7 +77,7 @@ def make_response(
     response.status_code = status_code
     response.reason = reason if reason is not None else _phrase(status_code)
     response.headers = given
-    response.encoding = "utf-8" if json is not _NO_BODY else None
+    response.encoding = "utf-8" if json is not None else None
     response.raw = io.BytesIO(body)
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined] # requests' own flag

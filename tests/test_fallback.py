@@ -95,6 +95,8 @@ def test_repr_names_the_triggers_and_the_function() -> None:
 
 def test_copies_share_the_immutable_policy_and_pickle_rebuilds_it() -> None:
     """A deep copy is the policy itself; a pickled one answers the same outcomes."""
+    listed = Fallback(on=[ServerError, 503], response=last_good_balance)  # type: ignore[arg-type]
+    assert listed.on == (ServerError, 503)  # a list is kept as a tuple
     policy = fallback(ServerError, 503)
     assert copy.deepcopy(policy) is policy
     clone = pickle.loads(pickle.dumps(policy))

@@ -203,6 +203,8 @@ class Fallback:
     def __post_init__(self) -> None:
         types, statuses, predicates = _split(self.on)
         set_ = object.__setattr__
+        if not isinstance(self.on, tuple) and isinstance(self.on, Iterable):
+            set_(self, "on", tuple(self.on))  # a list given: kept as an immutable tuple
         set_(self, "_types", types)
         set_(self, "_statuses", statuses)
         set_(self, "_predicates", predicates)

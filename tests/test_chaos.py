@@ -532,6 +532,26 @@ def test_an_injected_outcome_reaches_the_caller_on_every_transport(
     assert server.requests == []
 
 
+def test_injected_failures_open_the_breaker_on_every_transport(
+    transport: Transport, server: FakeVinciServer
+) -> None:
+    """Injected 503s on every attempt open the breaker; the server never sees a request."""
+    breaker = CircuitBreaker(minimum_calls=3, failure_ratio=0.5, break_duration=30.0)
+    pipeline = Pipeline(
+        StatusErrors(),
+        breaker,
+        APIKeyAuth(server.api_key),
+        ChaosOutcome(injection_rate=1.0, enabled=True),
+        clock=FakeClock(),
+    )
+    for _ in range(3):
+        with pytest.raises(ServerError):
+            transport.send(pipeline, "GET", server.url(BALANCE))
+    with pytest.raises(CircuitOpenError):
+        transport.send(pipeline, "GET", server.url(BALANCE))
+    assert server.requests == []
+
+
 def test_latency_and_behaviour_on_every_transport(
     transport: Transport, server: FakeVinciServer
 ) -> None:

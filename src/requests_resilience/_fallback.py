@@ -154,8 +154,8 @@ def _split(on: object) -> tuple[tuple[type[Exception], ...], frozenset[int], tup
 class Fallback:
     """On the failures you choose, return a response of your own instead, marked.
 
-    The final outcome of the rest of the pipeline (a response, or an exception
-    derived from `Exception`) is matched against `on`; on a match, `response` is
+    The final outcome of the rest of the pipeline (a 4xx or 5xx response, or an
+    exception derived from `Exception`) is matched against `on`; on a match, `response` is
     called with the call and that outcome and what it returns goes to the caller.
     Any other outcome passes through untouched. `fallback_of()` on the result gives
     the `FallbackDetails`; a warning ``fallback_used`` is logged and a

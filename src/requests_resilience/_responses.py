@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["make_response"]
 
+
 def make_response(
     call: Call,
     status_code: int = 200,

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -36,6 +38,7 @@ from requests_resilience import (
     ServerError,
     StatusErrors,
     Tracing,
+    _telemetry,
     attempts_of,
     fallback_of,
     make_response,
@@ -43,7 +46,7 @@ from requests_resilience import (
 )
 from requests_resilience.testing import FakeClock, FakeVinciServer
 from requests_resilience.vinci import build_pipeline
-from tests.helpers import ScriptedTransport, prepared, response, run
+from tests.helpers import ScriptedTransport, points, prepared, response, run
 from tests.three_transports import KINDS, Transport
 
 
@@ -455,6 +458,31 @@ def test_the_attempt_span_says_what_was_injected() -> None:
     events = [e for e in spans[0].events if e.name == "requests_resilience.chaos"]
     assert len(events) == 1
     assert (events[0].attributes or {})["requests_resilience.chaos.error"] == "APIConnectionError"
+
+
+@pytest.fixture
+def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
+    """The meter provider, swapped for an isolated one with an in-memory reader."""
+    metric_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[metric_reader])
+    monkeypatch.setattr(_telemetry, "_meter_provider", lambda: provider)
+    yield metric_reader
+    provider.shutdown()
+
+
+def test_each_injection_is_counted(reader: InMemoryMetricReader) -> None:
+    """requests_resilience.chaos.injections: by policy and kind; nothing while disabled."""
+    clock = FakeClock()
+    run(Pipeline(ChaosOutcome(injection_rate=1.0), clock=clock), ok())
+    pipeline = Pipeline(ChaosOutcome(injection_rate=1.0, enabled=True), clock=clock)
+    for _ in range(3):
+        run(pipeline, ok())
+    (point,) = points(reader, "requests_resilience.chaos.injections")
+    assert point.value == 3
+    assert dict(point.attributes or {}) == {
+        "requests_resilience.chaos.policy": "chaos_outcome",
+        "requests_resilience.chaos.kind": "outcome",
+    }
 
 
 # -- on the three transports, against the fake server -----------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,13 +33,14 @@ from requests_resilience import (
     RetryBudgetExhaustedError,
     ServerError,
     StatusErrors,
+    _telemetry,
     attempts_of,
     fallback_of,
     is_fallback,
     make_response,
 )
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
-from tests.helpers import ScriptedTransport, prepared, response, run
+from tests.helpers import ScriptedTransport, points, prepared, response, run
 from tests.three_transports import KINDS, Transport
 
 LAST_GOOD = {"balance_usd": 25.5, "total_spent_usd": 134.75}
@@ -364,6 +367,29 @@ def test_a_fallback_adds_an_event_to_the_current_span() -> None:
     (event,) = span.events
     assert event.name == "requests_resilience.fallback"
     assert dict(event.attributes or {}) == {
+        "requests_resilience.fallback.policy": "fallback",
+        "requests_resilience.fallback.outcome": "CircuitOpenError",
+    }
+
+
+@pytest.fixture
+def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
+    """The meter provider, swapped for an isolated one with an in-memory reader."""
+    metric_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[metric_reader])
+    monkeypatch.setattr(_telemetry, "_meter_provider", lambda: provider)
+    yield metric_reader
+    provider.shutdown()
+
+
+def test_a_fallback_is_counted(reader: InMemoryMetricReader) -> None:
+    """requests_resilience.fallbacks: one per answer, by policy and replaced outcome."""
+    pipeline = Pipeline(fallback(CircuitOpenError))
+    for _ in range(2):
+        run(pipeline, ScriptedTransport(refused()))
+    (point,) = points(reader, "requests_resilience.fallbacks")
+    assert point.value == 2
+    assert dict(point.attributes or {}) == {
         "requests_resilience.fallback.policy": "fallback",
         "requests_resilience.fallback.outcome": "CircuitOpenError",
     }

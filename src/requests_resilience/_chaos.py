@@ -45,6 +45,7 @@ from opentelemetry import context, trace
 
 from requests_resilience import _telemetry
 from requests_resilience._clock import sleep_async
+from requests_resilience._counters import LazyCounter
 from requests_resilience._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -69,6 +70,11 @@ __all__ = [
 
 #: The span attribute set on the current span (the attempt's) for an injection.
 INJECTED_ATTRIBUTE = "requests_resilience.chaos.injected"
+_INJECTIONS = LazyCounter(
+    "requests_resilience.chaos.injections",
+    unit="{injection}",
+    description="Attempts a chaos policy disturbed, by policy and kind.",
+)
 _DAY = 86_400.0
 
 
@@ -155,7 +161,7 @@ class _Chaos:
         raise NotImplementedError  # pragma: no cover - every kind overrides it
 
     def _report(self, call: Call, **detail: Any) -> None:
-        """Log ``chaos_injected``; mark the current span (the attempt's, innermost)."""
+        """Log ``chaos_injected``, count it, mark the current span (the attempt's)."""
         request = call.request
         fields: dict[str, Any] = {
             "policy": self.name,
@@ -166,6 +172,13 @@ class _Chaos:
             **detail,
         }
         _telemetry.logger.warning("chaos_injected", **fields)
+        _INJECTIONS.add(
+            1,
+            {
+                "requests_resilience.chaos.policy": self.name,
+                "requests_resilience.chaos.kind": self.kind,
+            },
+        )
         if not context.get_current():
             return  # no span in the context: nothing to annotate
         span = trace.get_current_span()

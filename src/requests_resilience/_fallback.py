@@ -28,10 +28,12 @@ from opentelemetry import context, trace
 
 from requests_resilience import _telemetry
 from requests_resilience._bodies import read_bounded, read_bounded_async
+from requests_resilience._counters import LazyCounter
 from requests_resilience._errors import APIError, APIStatusError, ConfigurationError, _safe_url
 from requests_resilience._pipeline import attempts_of, set_attempts
 
 if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
     from requests import Response
 
     from requests_resilience._pipeline import AsyncNext, Call, Next
@@ -352,7 +354,15 @@ def _for_transport(made: Response, call: Call, details: FallbackDetails) -> Resp
     return view
 
 
+_FALLBACKS = LazyCounter(
+    "requests_resilience.fallbacks",
+    unit="{response}",
+    description="Responses a fallback policy made in place of a failure, by policy and outcome.",
+)
+
+
 def _fallback_used(call: Call, details: FallbackDetails) -> None:
+    """Log ``fallback_used``, add a span event, count ``requests_resilience.fallbacks``."""
     request = call.request
     fields: dict[str, Any] = {
         "policy": details.policy,
@@ -361,17 +371,16 @@ def _fallback_used(call: Call, details: FallbackDetails) -> None:
         "url": _safe_url(request.url),
     }
     _telemetry.logger.warning("fallback_used", **fields)
+    attributes: dict[str, AttributeValue] = {
+        "requests_resilience.fallback.policy": details.policy,
+        "requests_resilience.fallback.outcome": details.reason,
+    }
+    _FALLBACKS.add(1, attributes)
     if not context.get_current():
         return  # no span in the context: nothing to annotate
     span = trace.get_current_span()
     if span.is_recording():
-        span.add_event(
-            "requests_resilience.fallback",
-            {
-                "requests_resilience.fallback.policy": details.policy,
-                "requests_resilience.fallback.outcome": details.reason,
-            },
-        )
+        span.add_event("requests_resilience.fallback", attributes)
 
 
 def _close(awaitable: object) -> None:

@@ -209,6 +209,9 @@ def _name_of(function: object) -> str:
 class ChaosFault(_Chaos):
     """Raise an exception instead of sending, on a share of the attempts.
 
+    Place chaos policies last, after `Tracing`: an injected attempt is then retried,
+    counted by the breaker and traced like a real one. Off unless `enabled`.
+
     Args:
         injection_rate: the share of attempts that fail, 0.0 to 1.0. Required.
         enabled: False (the default: nothing is injected), True, or a function
@@ -273,6 +276,9 @@ class ChaosFault(_Chaos):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChaosLatency(_Chaos):
     """Wait before sending, on a share of the attempts (a slow network or server).
+
+    Place chaos policies last, after `Tracing`: an injected attempt is then retried,
+    counted by the breaker and traced like a real one. Off unless `enabled`.
 
     The wait is on the pipeline's clock (a `FakeClock` makes it instant and records
     it in ``clock.sleeps``). A wait that would pass the call's deadline (the retry's
@@ -361,6 +367,9 @@ class ChaosLatency(_Chaos):
 class ChaosOutcome(_Chaos):
     """Answer with a response of your own instead of sending, on a share of the attempts.
 
+    Place chaos policies last, after `Tracing`: an injected attempt is then retried,
+    counted by the breaker and traced like a real one. Off unless `enabled`.
+
     Args:
         injection_rate: the share of attempts answered, 0.0 to 1.0. Required.
         enabled: False (the default), True, or a function ``(call) -> bool``.
@@ -419,6 +428,9 @@ class ChaosOutcome(_Chaos):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChaosBehaviour(_Chaos):
     """Run a function of yours before sending, on a share of the attempts.
+
+    Place chaos policies last, after `Tracing`: an injected attempt is then retried,
+    counted by the breaker and traced like a real one. Off unless `enabled`.
 
     For what the other three cannot say: drop a cache, revoke a test key, pause a
     worker, kill a connection. The attempt is then sent as usual (raise from the

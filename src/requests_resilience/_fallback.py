@@ -160,14 +160,17 @@ class Fallback:
     exception derived from `Exception`) is matched against `on`; on a match, `response` is
     called with the call and that outcome and what it returns goes to the caller.
     Any other outcome passes through untouched. `fallback_of()` on the result gives
-    the `FallbackDetails`; a warning ``fallback_used`` is logged and a
-    ``requests_resilience.fallback`` event added to the current span.
+    the `FallbackDetails`; a warning ``fallback_used`` is logged, a
+    ``requests_resilience.fallbacks`` counted and a ``requests_resilience.fallback``
+    event added to the current span.
 
-    Place it outermost, before `StatusErrors` (see the module docstring): the
-    status codes in `on` then match the typed status errors by their
-    ``status_code``. A status code matches a response or a status error that the
-    server sent, not a local refusal (a `RateLimitError` raised by the `RateLimit`
-    policy has no response: name `RateLimitError` to catch it too).
+    Place it outermost, before `StatusErrors`: it then answers the call's final
+    outcome, after every retry, as the typed error the caller would get (a
+    `ServerError` once the retries are spent, a `CircuitOpenError`), and the status
+    codes in `on` match those errors by their ``status_code``. A status code matches
+    a response or a status error that the server sent, not a local refusal (a
+    `RateLimitError` raised by the `RateLimit` policy has no response: name
+    `RateLimitError` to catch it too).
 
     Args:
         on: what to answer: exception types (``CircuitOpenError``, ``ServerError``;

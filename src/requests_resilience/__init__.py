@@ -29,6 +29,14 @@ from requests_resilience._breaker import (
     is_breaker_failure,
 )
 from requests_resilience._budget import RetryBudget
+from requests_resilience._chaos import (
+    ChaosBehaviour,
+    ChaosFault,
+    ChaosLatency,
+    ChaosOutcome,
+    connection_failure,
+    service_unavailable,
+)
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
@@ -55,6 +63,7 @@ from requests_resilience._errors import (
     ServerError,
 )
 from requests_resilience._events import BreakerStateChange, RetryDetails
+from requests_resilience._fallback import Fallback, FallbackDetails, fallback_of, is_fallback
 from requests_resilience._pipeline import (
     AsyncNext,
     Attempt,
@@ -66,6 +75,7 @@ from requests_resilience._pipeline import (
     attempts_of,
 )
 from requests_resilience._ratelimit import RateLimit, RateLimitStatus, rate_limit_key_for
+from requests_resilience._responses import make_response
 from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, operation, route
@@ -100,10 +110,16 @@ __all__ = [
     "BreakerStateChange",
     "BreakerStatus",
     "Call",
+    "ChaosBehaviour",
+    "ChaosFault",
+    "ChaosLatency",
+    "ChaosOutcome",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
+    "Fallback",
+    "FallbackDetails",
     "InsufficientBalanceError",
     "MissingAPIKeyError",
     "Next",
@@ -131,12 +147,17 @@ __all__ = [
     "breaker_key_by_endpoint",
     "breaker_key_by_host",
     "classify_outcome",
+    "connection_failure",
+    "fallback_of",
     "is_breaker_failure",
+    "is_fallback",
     "is_testing",
+    "make_response",
     "mount",
     "no_waits",
     "operation",
     "rate_limit_key_for",
     "route",
+    "service_unavailable",
     "set_testing",
 ]

@@ -18,7 +18,6 @@ replaced, and `attempts_of(response)` still lists the attempts that failed.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,7 +29,7 @@ from requests_resilience import _telemetry
 from requests_resilience._bodies import read_bounded, read_bounded_async
 from requests_resilience._counters import LazyCounter
 from requests_resilience._errors import APIError, APIStatusError, ConfigurationError, _safe_url
-from requests_resilience._pipeline import attempts_of, set_attempts
+from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, attempts_of, set_attempts
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
@@ -311,8 +310,11 @@ class Fallback:
         if history and not attempts_of(made):
             set_attempts(made, history)
         setattr(made, _MARK, details)
+        # On an httpx transport, the mark reaches the caller in the httpx response's
+        # extensions (the transport builds that response from this one).
+        setattr(made, HTTPX_EXTENSIONS_ATTR, {HTTPX_EXTENSION: details})
         _fallback_used(call, details)
-        return _for_transport(made, call, details)
+        return made
 
     def __repr__(self) -> str:
         on = [t.__name__ for t in self._types]
@@ -323,38 +325,6 @@ class Fallback:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Fallback:
         return self  # immutable: a copy may share it
-
-
-def _for_transport(made: Response, call: Call, details: FallbackDetails) -> Response:
-    """On an httpx transport, the response as an httpx one that carries the mark.
-
-    The httpx transports hand a policy-made `requests.Response` to httpx as a new
-    `httpx.Response` of its status, headers and bytes; the mark would not survive
-    that, so a fallback answering an httpx call builds that httpx response itself,
-    with the details in its ``extensions``, and returns the view of it.
-    """
-    module = sys.modules.get("requests_resilience._httpx")
-    request: Any = call.request
-    if module is None or not isinstance(request, module._RequestView):
-        return made
-    import httpx  # noqa: PLC0415 - loaded already: the call came through httpx
-
-    wire = httpx.Response(
-        made.status_code,
-        headers=list(made.headers.items()),
-        content=made.content,
-        request=request.source,
-        extensions={HTTPX_EXTENSION: details},
-    )
-    view: Response = module._response_view(wire, request)
-    view.reason = made.reason
-    view._content = made.content
-    view._content_consumed = True  # type: ignore[attr-defined] # requests' own flag
-    history = attempts_of(made)
-    if history:
-        set_attempts(view, history)
-    setattr(view, _MARK, details)
-    return view
 
 
 _FALLBACKS = LazyCounter(

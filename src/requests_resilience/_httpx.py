@@ -31,7 +31,7 @@ from requests.structures import CaseInsensitiveDict
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
 from requests_resilience._headers import copy_headers
-from requests_resilience._pipeline import Call, Pipeline, first_call
+from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, Call, Pipeline, first_call
 
 if TYPE_CHECKING:
     from requests_resilience._pipeline import TimeoutValue
@@ -291,12 +291,14 @@ def _result(response: requests.Response, request: httpx.Request) -> httpx.Respon
     """What the transport returns: the httpx response the pipeline let through."""
     if isinstance(response, _ResponseView):
         return response.httpx
-    # A policy made its own response (a cache, a fallback): hand httpx its bytes.
+    # A policy made its own response (a cache, a fallback): hand httpx its bytes, and
+    # the extensions the policy put on it for httpx callers (a fallback's mark).
     return httpx.Response(
         response.status_code,
         headers=list(response.headers.items()),
         content=response.content,
         request=request,
+        extensions=getattr(response, HTTPX_EXTENSIONS_ATTR, None),
     )
 
 

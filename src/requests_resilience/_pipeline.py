@@ -270,6 +270,10 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
 
 _HISTORY_ATTR = "_requests_resilience_attempts"
 
+#: The attribute of a policy-made response whose mapping an httpx transport gives the
+#: httpx response as its ``extensions`` (how `Fallback` marks its answers for httpx).
+HTTPX_EXTENSIONS_ATTR = "_requests_resilience_httpx_extensions"
+
 
 def attempts_of(response: Response) -> tuple[Attempt, ...]:
     """The attempts a retry policy made to get `response` (empty when none ran).

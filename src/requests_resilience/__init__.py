@@ -30,6 +30,7 @@ from requests_resilience._breaker import (
 )
 from requests_resilience._budget import RetryBudget
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
+from requests_resilience._concurrency import ConcurrencyLimit, ConcurrencyLimitStatus
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
     APIChunkedEncodingError,
@@ -45,6 +46,7 @@ from requests_resilience._errors import (
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
+    ConcurrencyLimitError,
     ConfigurationError,
     InsufficientBalanceError,
     MissingAPIKeyError,
@@ -103,6 +105,9 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "ConcurrencyLimit",
+    "ConcurrencyLimitError",
+    "ConcurrencyLimitStatus",
     "ConfigurationError",
     "InsufficientBalanceError",
     "MissingAPIKeyError",

@@ -597,14 +597,14 @@ class ConcurrencyLimit(Rebuilt):
         target = f"{request.method} {_safe_url(request.url)}"
         limit = self._settings.max_concurrent
         if reason == QUEUE_FULL:
-            why = f"{self._settings.max_queue} callers already wait"
+            why = f"the queue is full ({self._settings.max_queue} waiting)"
         elif plan.by_deadline:
             why = "no permit came free before the call's deadline"
         else:
             why = f"no permit came free within max_wait ({self._settings.max_wait:g}s)"
         message = (
             f"concurrency limit {key!r} refused locally: {target} was not sent; "
-            f"{limit} calls are in flight and {why}"
+            f"all {limit} permits are taken and {why}"
         )
         _refused(self._name, key, reason, waited, _safe_url(request.url))
         return ConcurrencyLimitError(

@@ -44,6 +44,16 @@ def ok(call: Call) -> requests.Response:
     return response(200, request=call.request)
 
 
+def recording(into: list[Any], item: Any = None) -> Callable[[Call], requests.Response]:
+    """A transport that appends `item` (or the call) to `into`, then answers 200."""
+
+    def transport(call: Call) -> requests.Response:
+        into.append(call if item is None else item)
+        return ok(call)
+
+    return transport
+
+
 def send(
     limit: ConcurrencyLimit,
     clock: Any,
@@ -176,7 +186,7 @@ def test_a_full_limit_with_no_queue_refuses_at_once_and_sends_nothing() -> None:
     sent: list[Call] = []
     try:
         with pytest.raises(ConcurrencyLimitError) as caught:
-            send(limit, clock, lambda call: sent.append(call) or ok(call))
+            send(limit, clock, recording(sent))
     finally:
         holder.release()
     error = caught.value
@@ -259,12 +269,12 @@ def test_a_release_hands_the_permit_to_the_waiters_in_arrival_order() -> None:
     for number in range(4):
 
         def target(number: int = number) -> None:
-            send(limit, SystemClock(), lambda call: order.append(number) or ok(call))
+            send(limit, SystemClock(), recording(order, number))
 
         thread = threading.Thread(target=target)
         thread.start()
         threads.append(thread)
-        wait_until(lambda number=number: limit.status(KEY).queued == number + 1)
+        wait_until(lambda: limit.status(KEY).queued == len(threads))
     holder.release()
     for thread in threads:
         thread.join(WAIT)
@@ -487,7 +497,7 @@ def test_inside_the_retry_a_refusal_is_final_and_spends_no_budget() -> None:
         pipeline = Pipeline(Retry(max_attempts=5, budget=budget), limit, clock=clock)
         call = Call(request=prepared(), clock=clock)
         with pytest.raises(ConcurrencyLimitError):
-            pipeline.wrap(lambda c: attempts.append(c) or ok(c))(call)
+            pipeline.wrap(recording(attempts))(call)
     finally:
         holder.release()
     assert attempts == []

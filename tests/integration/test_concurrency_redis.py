@@ -159,7 +159,8 @@ def test_a_process_killed_holding_a_permit_loses_it_within_its_lease(redis_url: 
         child.wait(WAIT)
         if child.stdout is not None:
             child.stdout.close()
-    [(holder, expiry)] = client.zrange(REDIS_KEY, 0, -1, withscores=True)
+    held: Any = client.zrange(REDIS_KEY, 0, -1, withscores=True)
+    [(holder, expiry)] = held
     assert holder.decode().startswith(f"{child.pid}-")
     limit = ConcurrencyLimit(1, key=KEY, redis_url=redis_url, max_queue=0)
     before = FakeClock(start=0.0, wall=expiry - 0.01)
@@ -167,7 +168,8 @@ def test_a_process_killed_holding_a_permit_loses_it_within_its_lease(redis_url: 
         send(limit, before)
     after = FakeClock(start=0.0, wall=expiry + 0.01)
     assert send(limit, after).status_code == 200
-    assert expiry - client.time()[0] <= lease + 1  # the expiry is within one lease
+    now: Any = client.time()
+    assert expiry - now[0] <= lease + 1  # the expiry is within one lease
 
 
 def test_a_live_holder_renews_its_lease(
@@ -184,7 +186,8 @@ def test_a_live_holder_renews_its_lease(
     def transport(call: Call) -> requests.Response:
         clock.advance(6.0)
         assert renewer.renew_once() == 1
-        [(_, score)] = client.zrange(REDIS_KEY, 0, -1, withscores=True)
+        held: Any = client.zrange(REDIS_KEY, 0, -1, withscores=True)
+        [(_, score)] = held
         scores.append(score)
         client.delete(REDIS_KEY)  # as if the lease had run out and been taken
         assert renewer.renew_once() == 0
@@ -230,7 +233,11 @@ async def test_async_callers_share_the_same_permits(redis_url: str) -> None:
         return ok(call)
 
     pipeline = Pipeline(limit)
-    task = asyncio.create_task(pipeline.wrap_async(hold)(Call(request=prepared())))
+
+    async def call() -> requests.Response:
+        return await pipeline.wrap_async(hold)(Call(request=prepared()))
+
+    task = asyncio.create_task(call())
     await inside.wait()
     other = ConcurrencyLimit(1, key=KEY, redis_url=redis_url, max_queue=0)
     with pytest.raises(ConcurrencyLimitError):

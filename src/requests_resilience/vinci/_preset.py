@@ -5,6 +5,9 @@
     session.post("https://tryvinci.com/api/v1/generate/text-to-video", ...)
       └─ PipelineAdapter              mounted on "https://tryvinci.com/api/v1/"
           ├─ StatusErrors             the final 4xx/5xx -> a typed APIStatusError
+          ├─ concurrency              (seam, off by default) at most N calls in flight,
+          │                           one permit per call for all its attempts; shared
+          │                           through Redis leases when given a redis_url
           ├─ retry                    (seam) waits and re-sends; see below
           ├─ *extra_policies          once per attempt, outside the breaker: they see
           │                           every attempt, a CircuitOpenError included
@@ -137,6 +140,7 @@ def build_pipeline(
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
     origin: str | None = None,
+    concurrency: PolicySeam = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -156,6 +160,11 @@ def build_pipeline(
             keep their state in this process. Policies you pass are left as they are.
         origin: the only origin the key is sent to (see `APIKeyAuth`); `mount` passes
             its base URL. None binds the key to the first request's origin.
+        concurrency: a `ConcurrencyLimit` to cap the calls in flight, placed first
+            after `StatusErrors` (one permit per call, for all its attempts), e.g.
+            ``ConcurrencyLimit(5, key="vinci", redis_url=...)`` to cap the paid
+            generate calls of every worker. Vinci documents no concurrency cap, so the
+            preset has none: None and `DEFAULT` both leave it out.
 
     Returns:
         The frozen pipeline.
@@ -173,6 +182,10 @@ def build_pipeline(
     """
     auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR, origin=origin)
     policies: list[PolicyLike] = [StatusErrors()]
+    # Outside the retry, as Polly's concurrency limiter is outermost: a permit per call.
+    chosen_concurrency = _resolve("concurrency", concurrency, lambda: None)
+    if chosen_concurrency is not None:
+        policies.append(chosen_concurrency)
     chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
         policies.append(chosen_retry)
@@ -225,6 +238,7 @@ def mount(
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
     pool_maxsize: int = 32,
+    concurrency: PolicySeam = None,
 ) -> _ClientT:
     """Send `session`'s requests under `base_url` through the Vinci pipeline.
 
@@ -260,6 +274,7 @@ def mount(
         redis_url: see `build_pipeline`.
         pool_maxsize: connections a requests session keeps to the API; at least the
             number of threads that share it. An httpx client keeps its own ``limits``.
+        concurrency: see `build_pipeline`.
 
     Returns:
         The same session; or, for an httpx client, a new client of the same kind.
@@ -296,6 +311,7 @@ def mount(
         extra_policies=extra_policies,
         redis_url=redis_url,
         origin=base,
+        concurrency=concurrency,
     )
     if mounter is None:
         return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

@@ -31,6 +31,7 @@ from requests_resilience import (
     classify_outcome,
 )
 from requests_resilience import _telemetry as telemetry
+from requests_resilience._concurrency import _Step, _Turn
 from requests_resilience._concurrency_storage import Gate, Waiter
 from requests_resilience._errors import refused_locally
 from requests_resilience.testing import FakeClock
@@ -311,6 +312,30 @@ def test_a_waiter_handed_a_permit_as_it_gives_up_keeps_it() -> None:
     assert gate.leave(first) is True
     assert gate.leave(second) is False
     assert (gate.held, len(gate.queue)) == (1, 0)
+
+
+def test_the_head_of_a_shared_queue_alternates_asking_and_a_growing_pause() -> None:
+    """_Turn's decisions: ask, pause 2 ms doubling to 50 ms (jittered), give up at the end."""
+    clock = FakeClock(random_value=0.0)  # the shortest jitter: half the step
+    gate = Gate(1, shared=True)
+    head, second = Waiter(), Waiter()
+    gate.join(head, max_queue=5)
+    gate.join(second, max_queue=5)
+    turn = _Turn(gate, head, clock, allowed=0.1)
+    behind = _Turn(gate, second, clock, allowed=0.1)
+    steps = []
+    while (step := turn.next()) is not None:
+        steps.append(step)
+        if isinstance(step, float):
+            assert behind.next() == pytest.approx(0.1 - (clock.monotonic() - turn.began))
+            clock.sleep(step)
+    pauses = [step for step in steps if isinstance(step, float)]
+    assert steps[0] is _Step.ASK
+    assert steps[1::2] == pauses
+    assert all(step is _Step.ASK for step in steps[0::2])
+    assert pauses[:6] == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016, 0.025])
+    assert clock.slept == pytest.approx(0.1)
+    assert behind.next() is None
 
 
 def test_at_most_max_concurrent_run_at_once_under_load() -> None:

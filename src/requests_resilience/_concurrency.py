@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import threading
 import weakref
@@ -205,6 +206,54 @@ class _Plan:
     def __init__(self, call: Call, key: str, cell: _Cell, allowed: float, by_deadline: bool):
         self.call, self.key, self.cell = call, key, cell
         self.allowed, self.by_deadline = allowed, by_deadline
+
+
+class _Step(enum.Enum):
+    """What a queued caller does next, besides waiting some seconds or giving up."""
+
+    GO = "go"  # a release handed it a permit
+    ASK = "ask"  # it heads a shared queue: ask Redis now
+
+
+class _Turn:
+    """One queued caller's wait, as decisions: go, ask Redis, wait N seconds, or give up.
+
+    No I/O and no sleeping here: `next()` reads the gate and the clock and says what to
+    do; the sync and async drivers do it. At the head of a shared queue the caller
+    alternates between asking Redis and a jittered pause that doubles from 2 ms to
+    50 ms (a release in this process wakes it sooner); elsewhere in the queue it waits
+    to be woken, until its time is up.
+    """
+
+    __slots__ = ("asked", "began", "clock", "end", "gate", "poll", "waiter")
+
+    def __init__(self, gate: Gate, waiter: Waiter, clock: Clock, allowed: float) -> None:
+        self.gate, self.waiter, self.clock = gate, waiter, clock
+        self.began = clock.monotonic()
+        self.end = self.began + allowed
+        self.poll = _FIRST_POLL
+        self.asked = False
+
+    def waited(self) -> float:
+        """Seconds since the caller joined the queue."""
+        return self.clock.monotonic() - self.began
+
+    def next(self) -> _Step | float | None:
+        """The next step: GO, ASK, seconds to wait (until woken), or None: time is up."""
+        if self.waiter.granted:
+            return _Step.GO
+        pause: float | None = None
+        if self.gate.shared and self.gate.is_head(self.waiter):
+            if not self.asked:
+                self.asked = True
+                return _Step.ASK
+            self.asked = False
+            pause = self.poll * (0.5 + 0.5 * self.clock.random())
+            self.poll = min(self.poll * 2, _LAST_POLL)
+        left = self.end - self.clock.monotonic()
+        if left <= 0:
+            return None
+        return left if pause is None else min(left, pause)
 
 
 class ConcurrencyLimit(Rebuilt):
@@ -427,30 +476,24 @@ class ConcurrencyLimit(Rebuilt):
         waiter = self._queue(plan, Waiter())
         if waiter.granted:
             return self._permit(plan, None, 0.0)
-        began = clock.monotonic()
-        end = began + plan.allowed
-        poll = _FIRST_POLL
+        turn = _Turn(gate, waiter, clock, plan.allowed)
         try:
-            while True:
-                if waiter.granted:
-                    return self._permit(plan, None, clock.monotonic() - began)
-                pause: float | None = None
-                if gate.shared and gate.is_head(waiter):
-                    permit = self._try_redis(plan, waiter, clock.monotonic() - began)
+            while (step := turn.next()) is not None:
+                if step is _Step.GO:
+                    return self._permit(plan, None, turn.waited())
+                if step is _Step.ASK:
+                    permit = self._try_redis(plan, waiter, turn.waited())
                     if permit is not None:
                         return permit
-                    pause, poll = poll * (0.5 + 0.5 * clock.random()), min(poll * 2, _LAST_POLL)
-                left = end - clock.monotonic()
-                if left <= 0:
-                    break
-                _block(waiter, clock, left if pause is None else min(left, pause))
+                else:
+                    _block(waiter, clock, step)
         except BaseException:
             if gate.leave(waiter):
                 self._release(clock, self._permit(plan, None, 0.0))
             raise
         if gate.leave(waiter):  # handed a permit as it gave up: it goes on
-            return self._permit(plan, None, clock.monotonic() - began)
-        raise self._refusal(plan, TIMED_OUT, clock.monotonic() - began)
+            return self._permit(plan, None, turn.waited())
+        raise self._refusal(plan, TIMED_OUT, turn.waited())
 
     async def _aacquire(self, plan: _Plan) -> _Permit:
         gate, clock = plan.cell.gate, plan.call.clock
@@ -464,30 +507,24 @@ class ConcurrencyLimit(Rebuilt):
         waiter = self._queue(plan, Waiter(asyncio.get_running_loop()))
         if waiter.granted:
             return self._permit(plan, None, 0.0)
-        began = clock.monotonic()
-        end = began + plan.allowed
-        poll = _FIRST_POLL
+        turn = _Turn(gate, waiter, clock, plan.allowed)
         try:
-            while True:
-                if waiter.granted:
-                    return self._permit(plan, None, clock.monotonic() - began)
-                pause: float | None = None
-                if gate.shared and gate.is_head(waiter):
-                    permit = await self._atry_redis(plan, waiter, clock.monotonic() - began)
+            while (step := turn.next()) is not None:
+                if step is _Step.GO:
+                    return self._permit(plan, None, turn.waited())
+                if step is _Step.ASK:
+                    permit = await self._atry_redis(plan, waiter, turn.waited())
                     if permit is not None:
                         return permit
-                    pause, poll = poll * (0.5 + 0.5 * clock.random()), min(poll * 2, _LAST_POLL)
-                left = end - clock.monotonic()
-                if left <= 0:
-                    break
-                await _ablock(waiter, clock, left if pause is None else min(left, pause))
+                else:
+                    await _ablock(waiter, clock, step)
         except BaseException:
             if gate.leave(waiter):
                 await self._arelease(clock, self._permit(plan, None, 0.0))
             raise
         if gate.leave(waiter):
-            return self._permit(plan, None, clock.monotonic() - began)
-        raise self._refusal(plan, TIMED_OUT, clock.monotonic() - began)
+            return self._permit(plan, None, turn.waited())
+        raise self._refusal(plan, TIMED_OUT, turn.waited())
 
     def _try_redis(self, plan: _Plan, waiter: Waiter | None, waited: float) -> _Permit | None:
         """One ask of Redis (or of the gate, while Redis is down); the permit, or None."""

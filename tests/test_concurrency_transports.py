@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+import redis
 import requests
 
 from requests_resilience import (
@@ -23,6 +24,7 @@ from requests_resilience import (
     SystemClock,
     mount,
 )
+from requests_resilience._concurrency_storage import RedisPermits
 from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
 from tests.test_transports import Transport
@@ -181,3 +183,20 @@ def test_retries_and_breaker_inside_the_limit_hold_one_permit(
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def test_a_shared_limit_counts_the_permits_of_other_processes(
+    transport: Transport, server: FakeVinciServer, redis_url: str
+) -> None:
+    """Through Redis: a permit leased elsewhere is taken here too, on every transport."""
+    limit = ConcurrencyLimit(1, key="vinci", max_queue=0, redis_url=redis_url)
+    pipeline = Pipeline(StatusErrors(), limit, APIKeyAuth(server.api_key))
+    client = redis.Redis.from_url(redis_url)
+    elsewhere = RedisPermits(client, limit._redis_key("vinci"))
+    assert elsewhere.acquire(SystemClock.time(), 60.0, 1, "another-process")[0]
+    with pytest.raises(ConcurrencyLimitError):
+        transport.call(pipeline, "GET", server.url(BALANCE))
+    assert server.request_count == 0
+    elsewhere.release("another-process")
+    assert transport.call(pipeline, "GET", server.url(BALANCE)) == 200
+    assert client.zcard(limit._redis_key("vinci")) == 0

@@ -38,6 +38,7 @@ from requests_resilience._chaos import (
     service_unavailable,
 )
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
+from requests_resilience._concurrency import ConcurrencyLimit, ConcurrencyLimitStatus
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
     APIChunkedEncodingError,
@@ -53,6 +54,7 @@ from requests_resilience._errors import (
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
+    ConcurrencyLimitError,
     ConfigurationError,
     InsufficientBalanceError,
     MissingAPIKeyError,
@@ -117,6 +119,9 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "ConcurrencyLimit",
+    "ConcurrencyLimitError",
+    "ConcurrencyLimitStatus",
     "ConfigurationError",
     "Fallback",
     "FallbackDetails",

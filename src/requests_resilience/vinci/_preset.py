@@ -7,6 +7,9 @@
           ├─ fallback                 (seam, none by default) outermost: it answers the
           │                           final outcome, a CircuitOpenError included
           ├─ StatusErrors             the final 4xx/5xx -> a typed APIStatusError
+          ├─ concurrency              (seam, off by default) at most N calls in flight,
+          │                           one permit per call for all its attempts; shared
+          │                           through Redis leases when given a redis_url
           ├─ retry                    (seam) waits and re-sends; see below
           ├─ *extra_policies          once per attempt, outside the breaker: they see
           │                           every attempt, a CircuitOpenError included
@@ -148,6 +151,7 @@ def build_pipeline(
     origin: str | None = None,
     fallback: PolicyLike | None = None,
     chaos: Iterable[PolicyLike] = (),
+    concurrency: PolicySeam = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -171,6 +175,11 @@ def build_pipeline(
             `StatusErrors`; None (the default) for none.
         chaos: chaos policies (`ChaosFault`, `ChaosLatency`, ...) to run innermost,
             after tracing; none by default, and each is off until enabled.
+        concurrency: a `ConcurrencyLimit` to cap the calls in flight, placed first
+            after `StatusErrors` (one permit per call, for all its attempts), e.g.
+            ``ConcurrencyLimit(5, key="vinci", redis_url=...)`` to cap the paid
+            generate calls of every worker. Vinci documents no concurrency cap, so the
+            preset has none: None and `DEFAULT` both leave it out.
 
     Returns:
         The frozen pipeline.
@@ -189,6 +198,10 @@ def build_pipeline(
     auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR, origin=origin)
     policies: list[PolicyLike] = [] if fallback is None else [fallback]
     policies.append(StatusErrors())
+    # Outside the retry, as Polly's concurrency limiter is outermost: a permit per call.
+    chosen_concurrency = _resolve("concurrency", concurrency, lambda: None)
+    if chosen_concurrency is not None:
+        policies.append(chosen_concurrency)
     chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
         policies.append(chosen_retry)
@@ -244,6 +257,7 @@ def mount(
     pool_maxsize: int = 32,
     fallback: PolicyLike | None = None,
     chaos: Iterable[PolicyLike] = (),
+    concurrency: PolicySeam = None,
 ) -> _ClientT:
     """Send `session`'s requests under `base_url` through the Vinci pipeline.
 
@@ -281,6 +295,7 @@ def mount(
             number of threads that share it. An httpx client keeps its own ``limits``.
         fallback: see `build_pipeline`.
         chaos: see `build_pipeline`.
+        concurrency: see `build_pipeline`.
 
     Returns:
         The same session; or, for an httpx client, a new client of the same kind.
@@ -319,6 +334,7 @@ def mount(
         origin=base,
         fallback=fallback,
         chaos=chaos,
+        concurrency=concurrency,
     )
     if mounter is None:
         return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "breaker": "benchmarks.bench_breaker",
     "ratelimit": "benchmarks.bench_ratelimit",
     "wire": "benchmarks.bench_wire",
+    "concurrency": "benchmarks.bench_concurrency",
     "hedging": "benchmarks.bench_hedging",
 }
 

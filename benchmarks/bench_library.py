@@ -348,7 +348,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threaded = threads(rounds=args.rounds, n=args.batch)
     out = {"library": library, "refusals": refused, "threads": threaded, "targets": TARGETS}
     print(_report(out))
-    write("library", out)
+    path = write("library", out)
+    from benchmarks import plot  # matplotlib only when there is something to draw
+
+    drawn = plot.library(plot.load(path.parent))
+    print("wrote", path, *drawn)
     return out
 
 

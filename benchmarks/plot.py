@@ -443,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, png)
     plot_sweep(results, args.out / "retry-sweep.png")
     tables.write_text(tables_markdown(results) + "\n")
-    print(f"wrote {png}, retry-sweep.png and {tables} from {len(results)} results file(s)")
+    extra = [*wire(results, args.out), *library(results, args.out)] if results else []
+    print(
+        f"wrote {png}, retry-sweep.png, {tables} and {len(extra)} more file(s) "
+        f"from {len(results)} results file(s)"
+    )
     return 0
 
 
@@ -674,3 +678,113 @@ def wire_markdown(data: dict[str, Any]) -> list[str]:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def library(results: dict[str, dict[str, Any]], out: Path = DOCS_ASSETS) -> list[Path]:
+    """The library-time benchmark's plot and tables: ``library.png``, ``library-tables.md``.
+
+    Left: µs per call above the bare stub, per variant and transport, with the targets
+    (the preset 10 µs, the empty pipeline 1 µs; a single policy 3 µs above the empty
+    pipeline). Right: the local refusals, and the preset at 1, 4 and 16 threads.
+    Called by ``python -m benchmarks.bench_library`` after a run.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results.get("library")
+    png, tables = out / "library.png", out / "library-tables.md"
+    if data is None:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, dict[str, float]] = data["library"]
+    transports = list(times)
+    variants = [name for name in times[transports[0]] if name != "bare"]
+    fig, (ax, ax_right) = plt.subplots(1, 2, figsize=(13, 5), width_ratios=[3, 1.4])
+    width = 0.8 / len(transports)
+    for index, transport in enumerate(transports):
+        xs = [i + (index - (len(transports) - 1) / 2) * width for i in range(len(variants))]
+        ax.bar(xs, [times[transport][v] for v in variants], width, label=transport)
+    targets = data["targets"]
+    ax.axhline(targets["preset"], color="tab:red", linestyle="--", label="preset target")
+    ax.axhline(targets["empty"], color="tab:gray", linestyle=":", label="empty target")
+    ax.set_xticks(range(len(variants)), variants, rotation=20)
+    ax.set_ylabel("µs per call above the bare stub")
+    ax.set_title("Library time per successful call")
+    ax.legend()
+    refusals: dict[str, float] = data["refusals"]
+    threads: dict[str, float] = data["threads"]
+    labels = [*refusals, *(f"{n} thread(s)" for n in threads)]
+    values = [*refusals.values(), *threads.values()]
+    ax_right.barh(labels, values, color=["tab:purple"] * len(refusals) + ["tab:green"] * 3)
+    ax_right.axvline(targets["refusal"], color="tab:red", linestyle="--", label="refusal target")
+    ax_right.set_xlabel("µs per call (requests)")
+    ax_right.set_title("Local refusals; the preset at N threads")
+    ax_right.legend()
+    fig.suptitle(_machine(data))
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    tables.write_text("\n".join(library_markdown(data)) + "\n")
+    return [png, tables]
+
+
+def library_markdown(data: dict[str, Any]) -> list[str]:
+    """The library-time tables, with the machine, the date and each target's verdict."""
+    times: dict[str, dict[str, float]] = data["library"]
+    transports = list(times)
+    targets = data["targets"]
+    lines = [_machine(data), ""]
+    rows = [["bare stub (µs per call)", *(f"{times[t]['bare']:.2f}" for t in transports)]]
+    for name in (n for n in times[transports[0]] if n != "bare"):
+        cells = [f"{times[t][name]:.2f}" for t in transports]
+        if name not in {"empty", "preset"}:
+            cells = [
+                f"{times[t][name]:.2f} ({times[t][name] - times[t]['empty']:+.2f})"
+                for t in transports
+            ]
+        rows.append([name, *cells])
+    lines += _table(["µs per call above the bare stub", *transports], rows)
+    lines += [
+        "",
+        "A single policy's row is its pipeline (the empty pipeline's cost included), with",
+        "the policy's own share (above the empty pipeline) in brackets.",
+        "",
+    ]
+    verdicts = []
+    for transport in transports:
+        preset, empty = times[transport]["preset"], times[transport]["empty"]
+        worst = max(
+            times[transport][n] - empty
+            for n in times[transport]
+            if n not in {"bare", "empty"} and n != "preset"
+        )
+        verdicts.append(
+            [
+                transport,
+                f"{preset:.1f} ({'met' if preset <= targets['preset'] else 'missed'})",
+                f"{empty:.2f} ({'met' if empty <= targets['empty'] else 'missed'})",
+                f"{worst:.2f} ({'met' if worst <= targets['policy'] else 'missed'})",
+            ]
+        )
+    lines += _table(
+        ["transport", "preset ≤ 10 µs", "empty ≤ 1 µs", "worst policy ≤ 3 µs"], verdicts
+    )
+    refusals: dict[str, float] = data["refusals"]
+    threads: dict[str, float] = data["threads"]
+    lines += [""]
+    lines += _table(
+        ["local refusal (requests)", "µs per call", "≤ 50 µs"],
+        [
+            [k, f"{v:.1f}", "met" if v <= targets["refusal"] else "missed"]
+            for k, v in refusals.items()
+        ],
+    )
+    lines += [""]
+    one = threads["1"]
+    lines += _table(
+        ["threads (preset, requests)", "µs per call", "x 1 thread (≤ 1.2)"],
+        [[k, f"{v:.1f}", f"{v / one:.2f}"] for k, v in threads.items()],
+    )
+    return lines

@@ -854,3 +854,78 @@ def test_keys_beyond_max_keys_drop_the_least_recently_used() -> None:
     assert "https://h:443/24" in keys
     assert "https://h:443/0" not in keys
     assert breaker.max_keys == 10
+
+
+# -- slow calls (resilience4j's slowCallRateThreshold) -----------------------------------
+
+
+def _slow(
+    seconds: float, clock: FakeClock, outcome: Callable[[Call], requests.Response] = ok
+) -> Callable[[Call], requests.Response]:
+    """An answer that takes `seconds` on the fake clock."""
+
+    def answer(call: Call) -> requests.Response:
+        clock.advance(seconds)
+        return outcome(call)
+
+    return answer
+
+
+def test_slow_successes_open_the_breaker_at_the_slow_call_ratio() -> None:
+    """4 calls of 2 s (threshold 1 s, ratio 0.5, minimum 4): open, though all were 200s."""
+    h = Harness(minimum_calls=4, slow_call_duration=1.0, slow_call_ratio=0.5)
+    h.ok(2)
+    assert h.send(_slow(2.0, h.clock)).status_code == 200
+    assert h.state() == "closed"  # 1 slow of 3: under the minimum of calls
+    assert h.send(_slow(2.0, h.clock)).status_code == 200
+    assert h.state() == "open"  # 2 slow of 4 = 0.5
+    assert h.breaker.status(KEY).failed == 0
+    assert h.events[0].slow_call_ratio == 0.5
+    assert h.events[0].failure_ratio == 0.0
+
+
+def test_calls_under_the_threshold_are_not_slow() -> None:
+    """Calls of 0.99 s with a 1 s threshold never open it; the window counts no slow call."""
+    h = Harness(minimum_calls=4, slow_call_duration=1.0, slow_call_ratio=0.25)
+    for _ in range(8):
+        h.send(_slow(0.99, h.clock))
+    status = h.breaker.status(KEY)
+    assert (status.state, status.window_calls, status.window_slow_calls) == ("closed", 8, 0)
+
+
+def test_without_a_threshold_calls_are_not_timed() -> None:
+    """The default: slow answers count as the successes they are; no clock is read for it."""
+    h = Harness(minimum_calls=2, slow_call_ratio=0.1)
+    for _ in range(4):
+        h.send(_slow(60.0, h.clock))
+    assert h.state() == "closed"
+    assert h.breaker.status(KEY).window_slow_calls == 0
+
+
+def test_a_slow_probe_reopens_the_breaker() -> None:
+    """Half-open, the probe answers 200 but slowly: the breaker opens for another break."""
+    h = Harness(minimum_calls=2, slow_call_duration=1.0, break_duration=10)
+    h.trip()
+    h.clock.advance(10)
+    assert h.send(_slow(5.0, h.clock)).status_code == 200
+    assert h.state() == "open"
+    assert h.transitions[-2:] == [("open", "half_open"), ("half_open", "open")]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"slow_call_duration": 0}, "slow_call_duration must be"),
+        ({"slow_call_duration": "1s"}, "slow_call_duration must be"),
+        ({"slow_call_duration": 1, "slow_call_ratio": 0}, "slow_call_ratio must be a number"),
+        ({"slow_call_duration": 1, "slow_call_ratio": 1.5}, "slow_call_ratio must be a number"),
+    ],
+)
+def test_bad_slow_call_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        CircuitBreaker(**options)
+
+
+def test_the_repr_shows_the_slow_call_settings() -> None:
+    breaker = CircuitBreaker(slow_call_duration=timedelta(seconds=2), slow_call_ratio=0.8)
+    assert "slow_call_duration=2.0, slow_call_ratio=0.8" in repr(breaker)

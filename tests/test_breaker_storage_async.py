@@ -360,3 +360,28 @@ async def test_a_success_never_trips_the_breaker(redis_server: RedisServer, shar
         assert (tripped.new, tripped.calls, tripped.failures) == (STATE_OPEN, 3, 2)
     finally:
         await pair.close()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+async def test_slow_calls_open_the_breaker_alike_in_memory_and_redis(
+    redis_server: RedisServer, shared: bool
+) -> None:
+    """A fast and a slow success (ratio 0.5, minimum 2) trip it; read() counts the slow one."""
+    url = redis_server.url if shared else None
+    pair = Faces(_breaker(url, slow_call_duration=1.0, slow_call_ratio=0.5))
+    try:
+        assert pair.sync.record(pair.now(), pair.rules, failed=False, probe=False) is None
+        seen = await pair.aio.read(pair.now(), pair.rules)
+        assert (seen.calls, seen.failures, seen.slow_calls) == (1, 0, 0)
+        tripped = await pair.aio.record(
+            pair.now(), pair.rules, failed=False, probe=False, slow=True
+        )
+        assert tripped is not None
+        assert (tripped.new, tripped.calls, tripped.failures, tripped.slow_calls) == (
+            STATE_OPEN,
+            2,
+            0,
+            1,
+        )
+    finally:
+        await pair.close()

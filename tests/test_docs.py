@@ -24,6 +24,7 @@ _NORUN = re.compile(r"<!--\s*norun:\s*(.*?)\s*-->\s*$")
 
 # Every block that does not run, by page: the reasons given in its marker.
 NORUN = {
+    "guides/concurrency.md": ["needs a Redis server at localhost:6379"],
     "many-processes.md": [
         "needs a Redis server at localhost:6379",
         "needs a Redis server at localhost:6379",

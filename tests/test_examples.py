@@ -17,6 +17,12 @@ EXPECTED = {
     "vinci_job.py": ["video:"],
     "trace_tree.py": ["http.request.resend_count"],
     "async_hundred_jobs.py": ["jobs: 100 in", "POSTs served per job: {0: 1, 1: 99}"],
+    "chaos_demo.py": [
+        "jobs: 12 of 12 completed",
+        "injected faults: 4 connection failures, 5 503s, 8 delays",
+        "4 balance reads, 4 answered by the fallback",
+        "server requests during the outage: 0",
+    ],
 }
 
 

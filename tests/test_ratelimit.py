@@ -663,3 +663,31 @@ def test_keys_beyond_max_keys_drop_the_least_recently_used() -> None:
     assert "hot" in keys
     assert "k24" in keys
     assert "k0" not in keys
+
+
+def test_the_same_limit_header_is_not_parsed_again_and_remaining_zero_still_pauses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a ceiling is known, answers repeating its X-RateLimit-Limit are not parsed,
+    unless Remaining says 0: then the pause is learnt as before."""
+    h = Harness(rate=10, period=1.0, burst=10)
+    limits = {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "19"}
+    for _ in range(2):  # the first learns the ceiling, the second finds it known
+        h.send(response(200, headers=limits))
+    parsed: list[object] = []
+    real = ratelimit_module.parse_rate_limit_headers  # type: ignore[attr-defined]
+
+    def counting(headers: Any) -> Any:
+        parsed.append(headers)
+        return real(headers)
+
+    monkeypatch.setattr(ratelimit_module, "parse_rate_limit_headers", counting)
+    for remaining in ("18", "17", "9"):
+        h.send(response(200, headers={**limits, "X-RateLimit-Remaining": remaining}))
+    assert parsed == []
+    reset = str(int(h.clock.time()) + 3)
+    h.send(
+        response(200, headers={**limits, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+    )
+    assert len(parsed) == 1
+    assert h.limit.status(KEY).paused_for > 0

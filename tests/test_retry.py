@@ -18,6 +18,7 @@ from requests_resilience import (
     APIReadTimeoutError,
     Call,
     CircuitOpenError,
+    ConcurrencyLimitError,
     ConfigurationError,
     Next,
     Outcome,
@@ -531,6 +532,20 @@ def test_budget_token_is_refunded_when_the_breaker_blocks_the_retry() -> None:
     # refusal is the breaker's to ration (refused again, or its probe) and takes none.
     assert budget.snapshot()["tokens"] == 2.0
     assert budget.snapshot()["failures"] == 30 + 2  # the refusal is not evidence
+
+
+def test_budget_token_is_refunded_when_a_concurrency_limit_refuses_the_retry() -> None:
+    """A retry refused by a full concurrency limit (placed inside Retry) never hit the
+    wire: its token comes back, and the refusal, final, is the call's outcome."""
+    clock = FakeClock()
+    budget = _failing(clock, min_per_second=1.0, max_tokens=2.0)
+    clock.advance(5.0)
+    retry = Retry(budget=budget, max_attempts=3, jitter="none", initial_delay=0.1)
+    refusal = ConcurrencyLimitError("full", limit="cl", key="k", max_concurrent=1)
+    _, _, exc = go(retry, response(503), refusal, clock=clock)
+    assert exc is refusal
+    assert budget.snapshot()["tokens"] == 2.0
+    assert budget.snapshot()["spent"] == 0
 
 
 def test_an_interrupted_retry_gives_its_token_back() -> None:

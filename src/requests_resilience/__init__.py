@@ -29,7 +29,16 @@ from requests_resilience._breaker import (
     is_breaker_failure,
 )
 from requests_resilience._budget import RetryBudget
+from requests_resilience._chaos import (
+    ChaosBehaviour,
+    ChaosFault,
+    ChaosLatency,
+    ChaosOutcome,
+    connection_failure,
+    service_unavailable,
+)
 from requests_resilience._clock import Clock, SystemClock, is_testing, no_waits, set_testing
+from requests_resilience._concurrency import ConcurrencyLimit, ConcurrencyLimitStatus
 from requests_resilience._errors import (
     DEFAULT_STATUS_ERRORS,
     APIChunkedEncodingError,
@@ -45,6 +54,7 @@ from requests_resilience._errors import (
     AuthenticationError,
     BadRequestError,
     CircuitOpenError,
+    ConcurrencyLimitError,
     ConfigurationError,
     InsufficientBalanceError,
     MissingAPIKeyError,
@@ -55,6 +65,7 @@ from requests_resilience._errors import (
     ServerError,
 )
 from requests_resilience._events import BreakerStateChange, HedgeDetails, RetryDetails
+from requests_resilience._fallback import Fallback, FallbackDetails, fallback_of, is_fallback
 from requests_resilience._hedging import Hedging, LatencyPercentile
 from requests_resilience._pipeline import (
     AsyncNext,
@@ -67,6 +78,7 @@ from requests_resilience._pipeline import (
     attempts_of,
 )
 from requests_resilience._ratelimit import RateLimit, RateLimitStatus, rate_limit_key_for
+from requests_resilience._responses import make_response
 from requests_resilience._retry import Outcome, Retry, classify_outcome
 from requests_resilience._status_errors import StatusErrors
 from requests_resilience._tracing import RequestHook, ResponseHook, Tracing, operation, route
@@ -101,10 +113,19 @@ __all__ = [
     "BreakerStateChange",
     "BreakerStatus",
     "Call",
+    "ChaosBehaviour",
+    "ChaosFault",
+    "ChaosLatency",
+    "ChaosOutcome",
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "ConcurrencyLimit",
+    "ConcurrencyLimitError",
+    "ConcurrencyLimitStatus",
     "ConfigurationError",
+    "Fallback",
+    "FallbackDetails",
     "HedgeDetails",
     "Hedging",
     "InsufficientBalanceError",
@@ -135,12 +156,17 @@ __all__ = [
     "breaker_key_by_endpoint",
     "breaker_key_by_host",
     "classify_outcome",
+    "connection_failure",
+    "fallback_of",
     "is_breaker_failure",
+    "is_fallback",
     "is_testing",
+    "make_response",
     "mount",
     "no_waits",
     "operation",
     "rate_limit_key_for",
     "route",
+    "service_unavailable",
     "set_testing",
 ]

@@ -27,7 +27,7 @@ from requests_resilience._errors import (
     translate_transport_error,
 )
 from requests_resilience._forksafe import reinit_after_fork, renew_locks, renew_queue
-from requests_resilience._pipeline import Call, Pipeline, TimeoutValue
+from requests_resilience._pipeline import Call, Pipeline, TimeoutValue, first_call
 from requests_resilience._retry import cut_timeout
 
 if TYPE_CHECKING:
@@ -175,15 +175,8 @@ class PipelineAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
         """Run the pipeline for one request, as `requests.Session.send` asks."""
-        call = Call(
-            request=request,
-            stream=stream,
-            timeout=timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-            clock=self._clock,
-            redactor=self._redactor,
+        call = first_call(
+            request, stream, timeout, verify, cert, proxies, self._clock, self._redactor
         )
         response = self._handler(call)
         response.connection = self  # re-sends (e.g. digest auth) go through the pipeline

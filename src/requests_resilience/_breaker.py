@@ -202,6 +202,16 @@ def _seconds(option: str, value: float | timedelta, low: float, high: float) -> 
     return float(value)
 
 
+def _ratio(option: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
+        msg = (
+            f"CircuitBreaker {option} must be a number more than 0.0 and at most 1.0, "
+            f"got {value!r}"
+        )
+        raise ConfigurationError(msg)
+    return float(value)
+
+
 def _int(option: str, value: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         msg = f"CircuitBreaker {option} must be an int from {low} to {high}, got {value!r}"
@@ -212,6 +222,7 @@ def _int(option: str, value: int, low: int, high: int) -> int:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Settings:
     rules: Rules
+    slow_call_duration: float | None  # None: calls are not timed
     key: Callable[[Call], str]
     is_failure: Callable[[Response | BaseException], bool]
     listeners: tuple[BreakerListener, ...]
@@ -235,6 +246,8 @@ class BreakerStatus:
         window_calls: calls counted in the current window (closed state only; the
             window starts empty each time the breaker closes).
         window_failures: of those, how many failed.
+        window_slow_calls: of those, how many were slow (0 unless `slow_call_duration`
+            is set).
         retry_after: when open, seconds until a probe is let through; else None.
         probes_in_flight: when half-open, probes sent and not yet back.
         sent: calls this policy let through to the server.
@@ -261,6 +274,7 @@ class BreakerStatus:
     rejected: int
     opened: int
     shared: bool
+    window_slow_calls: int = 0
 
     @property
     def failure_ratio(self) -> float | None:
@@ -360,6 +374,14 @@ class CircuitBreaker(Rebuilt):
             a timedelta; 0.001 to 86400 (default 30).
         half_open_probes: probes let through at once when half-open, all of which must
             succeed to close it; 1 to 1000 (default 1).
+        slow_call_duration: an attempt that takes at least this long (seconds or a
+            timedelta, on the pipeline's clock) is a *slow call*, whatever its outcome;
+            None (the default) times nothing. 0.001 to 86400.
+        slow_call_ratio: with `slow_call_duration`, the share of slow calls in the
+            window that opens the breaker too, with the same `minimum_calls`, as
+            resilience4j's ``slowCallRateThreshold`` does: a server that answers, but
+            slowly, is failing its callers' deadlines. A slow probe reopens the breaker.
+            More than 0.0, at most 1.0 (default 1.0: every call in the window slow).
         key: ``Call -> str``, which breaker a call belongs to (default
             `breaker_key_by_host`; see also `breaker_key_by_endpoint`).
         is_failure: ``Response | BaseException -> bool`` (default `is_breaker_failure`).
@@ -410,6 +432,8 @@ class CircuitBreaker(Rebuilt):
         window: float | timedelta = 10.0,
         break_duration: float | timedelta = 30.0,
         half_open_probes: int = 1,
+        slow_call_duration: float | timedelta | None = None,
+        slow_call_ratio: float = 1.0,
         key: Callable[[Call], str] = breaker_key_by_host,
         is_failure: Callable[[Response | BaseException], bool] = is_breaker_failure,
         listeners: BreakerListener | Iterable[BreakerListener] = (),
@@ -421,16 +445,13 @@ class CircuitBreaker(Rebuilt):
         namespace: str = "requests_resilience:breaker",
         name: str = "circuit_breaker",
     ) -> None:
-        if (
-            isinstance(failure_ratio, bool)
-            or not isinstance(failure_ratio, int | float)
-            or not 0.0 < failure_ratio <= 1.0
-        ):
-            msg = (
-                "CircuitBreaker failure_ratio must be a number more than 0.0 and at most "
-                f"1.0, got {failure_ratio!r}"
-            )
-            raise ConfigurationError(msg)
+        failure_ratio = _ratio("failure_ratio", failure_ratio)
+        slow_ratio = _ratio("slow_call_ratio", slow_call_ratio)
+        slow_s = (
+            None
+            if slow_call_duration is None
+            else _seconds("slow_call_duration", slow_call_duration, 0.001, _DAY)
+        )
         minimum_calls = _int("minimum_calls", minimum_calls, 1, 1_000_000)
         window_s = _seconds("window", window, 0.001, _DAY)
         break_s = _seconds("break_duration", break_duration, 0.001, _DAY)
@@ -478,7 +499,9 @@ class CircuitBreaker(Rebuilt):
                 break_duration=break_s,
                 half_open_probes=half_open_probes,
                 probe_retry_after=min(1.0, break_s / 10),
+                slow_call_ratio=None if slow_s is None else slow_ratio,
             ),
+            slow_call_duration=slow_s,
             key=key,
             is_failure=is_failure,
             listeners=hooks,
@@ -548,12 +571,13 @@ class CircuitBreaker(Rebuilt):
         storage = cell.storage
         admission = storage.admit(_now(clock, storage.shared), self._settings.rules)
         probe = self._admitted(key, cell, admission, call)
+        began = self._started(clock)
         try:
             response = next(call)
         except BaseException as exc:
-            self._record(key, cell, exc, probe, clock)
+            self._record(key, cell, exc, probe, clock, began=began)
             raise
-        self._record(key, cell, response, probe, clock)
+        self._record(key, cell, response, probe, clock, began=began)
         return response
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
@@ -570,13 +594,23 @@ class CircuitBreaker(Rebuilt):
         storage = self._async_face(key, cell)
         admission = await storage.admit(_now(clock, storage.shared), self._settings.rules)
         probe = self._admitted(key, cell, admission, call)
+        began = self._started(clock)
         try:
             response = await next(call)
         except BaseException as exc:
-            await self._arecord(key, cell, exc, storage=storage, probe=probe, clock=clock)
+            await self._arecord(key, cell, exc, storage, probe=probe, clock=clock, began=began)
             raise
-        await self._arecord(key, cell, response, storage=storage, probe=probe, clock=clock)
+        await self._arecord(key, cell, response, storage, probe=probe, clock=clock, began=began)
         return response
+
+    def _started(self, clock: Clock) -> float:
+        """When an attempt started, if calls are timed (a slow-call threshold is set)."""
+        return 0.0 if self._settings.slow_call_duration is None else clock.monotonic()
+
+    def _slow(self, clock: Clock, began: float) -> bool:
+        """Whether the attempt that started at `began` was slow (always False if untimed)."""
+        threshold = self._settings.slow_call_duration
+        return threshold is not None and clock.monotonic() - began >= threshold
 
     def _async_face(self, key: str, cell: _Cell) -> AsyncBreakerStorage:
         face = cell.async_storage
@@ -589,10 +623,11 @@ class CircuitBreaker(Rebuilt):
         key: str,
         cell: _Cell,
         outcome: Response | BaseException,
-        *,
         storage: AsyncBreakerStorage,
+        *,
         probe: bool,
         clock: Clock,
+        began: float,
     ) -> None:
         """`_record` for the async face."""
         now = _now(clock, storage.shared)
@@ -605,7 +640,9 @@ class CircuitBreaker(Rebuilt):
         if failed is None:
             await storage.release(now, probe=probe)
             return
-        transition = await storage.record(now, self._settings.rules, failed=failed, probe=probe)
+        transition = await storage.record(
+            now, self._settings.rules, failed=failed, probe=probe, slow=self._slow(clock, began)
+        )
         self._counted(key, cell, failed, transition)
 
     def _admitted(self, key: str, cell: _Cell, admission: Admission, call: Call) -> bool:
@@ -632,7 +669,14 @@ class CircuitBreaker(Rebuilt):
         return bool(self._settings.is_failure(outcome))
 
     def _record(
-        self, key: str, cell: _Cell, outcome: Response | BaseException, probe: bool, clock: Clock
+        self,
+        key: str,
+        cell: _Cell,
+        outcome: Response | BaseException,
+        probe: bool,
+        clock: Clock,
+        *,
+        began: float,
     ) -> None:
         """Record the outcome in the storage (or release the attempt), and count it."""
         storage = cell.storage
@@ -646,7 +690,9 @@ class CircuitBreaker(Rebuilt):
         if failed is None:
             storage.release(now, probe=probe)
             return
-        transition = storage.record(now, self._settings.rules, failed=failed, probe=probe)
+        transition = storage.record(
+            now, self._settings.rules, failed=failed, probe=probe, slow=self._slow(clock, began)
+        )
         self._counted(key, cell, failed, transition)
 
     def _counted(
@@ -716,6 +762,9 @@ class CircuitBreaker(Rebuilt):
             old_state=_PUBLIC_STATES.get(transition.old, transition.old),
             new_state=_PUBLIC_STATES.get(transition.new, transition.new),
             failure_ratio=failures / calls if calls and failures is not None else None,
+            slow_call_ratio=(
+                transition.slow_calls / calls if calls and transition.slow_calls else None
+            ),
             calls=calls,
             retry_after=self.break_duration if transition.new == STATE_OPEN else None,
         )
@@ -762,6 +811,7 @@ class CircuitBreaker(Rebuilt):
             rejected=rejected,
             opened=opened,
             shared=storage.shared,
+            window_slow_calls=stored.slow_calls,
         )
 
     def snapshot(self) -> Mapping[str, BreakerStatus]:
@@ -780,6 +830,9 @@ class CircuitBreaker(Rebuilt):
             f"half_open_probes={r.half_open_probes}",
             f"key={_func_name(s.key)}",
         ]
+        if s.slow_call_duration is not None:
+            parts.insert(5, f"slow_call_duration={s.slow_call_duration}")
+            parts.insert(6, f"slow_call_ratio={r.slow_call_ratio}")
         if s.is_failure is not is_breaker_failure:
             parts.append(f"is_failure={_func_name(s.is_failure)}")
         if s.listeners:

@@ -96,6 +96,7 @@ class Rules:
     break_duration: float
     half_open_probes: int
     probe_retry_after: float
+    slow_call_ratio: float | None = None  # None: slow calls do not open the breaker
 
     @property
     def bucket_width(self) -> float:
@@ -111,24 +112,29 @@ class Rules:
         """The id of the bucket that `now` falls in."""
         return math.floor(now / self.bucket_width)
 
-    def trips(self, calls: int, failures: int) -> bool:
-        """Whether these window counts open the breaker."""
-        return (
-            calls >= self.minimum_calls and failures > 0 and failures / calls >= self.failure_ratio
-        )
+    def trips(self, calls: int, failures: int, slow: int = 0) -> bool:
+        """Whether these window counts open the breaker: failures, or slow calls."""
+        if calls < self.minimum_calls:
+            return False
+        if failures > 0 and failures / calls >= self.failure_ratio:
+            return True
+        ratio = self.slow_call_ratio
+        return ratio is not None and slow > 0 and slow / calls >= ratio
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transition:
     """A state change that a storage step made (exactly one caller gets it).
 
-    ``calls`` and ``failures`` are the window's counts when the breaker tripped.
+    ``calls``, ``failures`` and ``slow_calls`` are the window's counts when the breaker
+    tripped.
     """
 
     old: str
     new: str
     calls: int | None = None
     failures: int | None = None
+    slow_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +169,7 @@ class StoredState:
     failures: int
     retry_after: float | None
     probes_in_flight: int
+    slow_calls: int = 0
 
 
 class BreakerStorage(Protocol):
@@ -177,7 +184,9 @@ class BreakerStorage(Protocol):
         """Decide whether a call may go out now."""
         ...
 
-    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+    def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
+    ) -> Transition | None:
         """Count an outcome; return the transition it caused, if any."""
         ...
 
@@ -194,39 +203,46 @@ class BreakerStorage(Protocol):
 
 
 class _Window:
-    """A ring of time buckets with call and failure counts (guarded by its owner)."""
+    """A ring of time buckets with call, failure and slow-call counts (guarded by its owner)."""
 
-    __slots__ = ("calls", "failures", "ids")
+    __slots__ = ("calls", "failures", "ids", "slow")
 
     def __init__(self, buckets: int) -> None:
         self.ids = [-1] * buckets
         self.calls = [0] * buckets
         self.failures = [0] * buckets
+        self.slow = [0] * buckets
 
-    def add(self, bucket: int, failed: bool) -> None:
+    def add(self, bucket: int, failed: bool, slow: bool = False) -> None:
         slot = bucket % len(self.ids)
         if self.ids[slot] != bucket:
             self.ids[slot] = bucket
             self.calls[slot] = 0
             self.failures[slot] = 0
+            self.slow[slot] = 0
         self.calls[slot] += 1
         if failed:
             self.failures[slot] += 1
+        if slow:
+            self.slow[slot] += 1
 
-    def counts(self, bucket: int) -> tuple[int, int]:
+    def counts(self, bucket: int) -> tuple[int, int, int]:
+        """Calls, failures and slow calls in the window that ends with `bucket`."""
         oldest = bucket - len(self.ids) + 1
-        calls = failures = 0
+        calls = failures = slow = 0
         for slot, ident in enumerate(self.ids):
             if oldest <= ident <= bucket:
                 calls += self.calls[slot]
                 failures += self.failures[slot]
-        return calls, failures
+                slow += self.slow[slot]
+        return calls, failures, slow
 
     def clear(self) -> None:
         for slot in range(len(self.ids)):
             self.ids[slot] = -1
             self.calls[slot] = 0
             self.failures[slot] = 0
+            self.slow[slot] = 0
 
 
 class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
@@ -284,7 +300,9 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
                 allowed=True, probe=True, state=STATE_HALF_OPEN, transition=transition
             )
 
-    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+    def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
+    ) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so."""
         with self._lock:
             if failed:
@@ -293,7 +311,7 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
                 self.reset_counter()
             state = self.state
             if probe and state == STATE_HALF_OPEN:
-                if failed:
+                if failed or (slow and rules.slow_call_ratio is not None):
                     self._open(now, rules)
                     return Transition(old=STATE_HALF_OPEN, new=STATE_OPEN)
                 self.increment_success_counter()
@@ -307,13 +325,19 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
             if state != STATE_CLOSED:
                 return None  # sent before the breaker opened: old news
             bucket = rules.bucket(now)
-            self._window.add(bucket, failed)
-            if not failed:
-                return None  # a success never trips the breaker: no need to count
-            calls, failures = self._window.counts(bucket)
-            if rules.trips(calls, failures):
+            self._window.add(bucket, failed, slow)
+            if not failed and not slow:
+                return None  # a fast success never trips the breaker: no need to count
+            calls, failures, slow_calls = self._window.counts(bucket)
+            if rules.trips(calls, failures, slow_calls):
                 self._open(now, rules)
-                return Transition(old=STATE_CLOSED, new=STATE_OPEN, calls=calls, failures=failures)
+                return Transition(
+                    old=STATE_CLOSED,
+                    new=STATE_OPEN,
+                    calls=calls,
+                    failures=failures,
+                    slow_calls=slow_calls,
+                )
             return None
 
     def release(self, now: float, *, probe: bool) -> None:
@@ -327,12 +351,13 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
     def read(self, now: float, rules: Rules) -> StoredState:
         """The state and the window's counts."""
         with self._lock:
-            calls, failures = self._window.counts(rules.bucket(now))
+            calls, failures, slow_calls = self._window.counts(rules.bucket(now))
             state = self.state
             return StoredState(
                 state=state,
                 calls=calls,
                 failures=failures,
+                slow_calls=slow_calls,
                 retry_after=max(0.0, self._open_until - now) if state == STATE_OPEN else None,
                 probes_in_flight=self._probes if state == STATE_HALF_OPEN else 0,
             )
@@ -395,11 +420,14 @@ return {'half-open', 1, 1, '0', changed}
 
 # KEYS: state, open_until, opened_at, probes, success_counter, fail_counter, window
 # ARGV: now, failed, probe, bucket, oldest bucket, minimum_calls, failure_ratio,
-#       open_until if it opens now, half_open_probes, window ttl (ms), keys ttl (ms)
-# -> {} or {old, new, calls, failures}
+#       open_until if it opens now, half_open_probes, window ttl (ms), keys ttl (ms),
+#       slow (0/1), slow_call_ratio ('' = slow calls do not count)
+# -> {} or {old, new, calls, failures, slow calls}
 _RECORD = """
 local state = redis.call('GET', KEYS[1]) or 'closed'
 local failed = ARGV[2] == '1'
+local slow_ratio = tonumber(ARGV[13])
+local slow = ARGV[12] == '1' and slow_ratio ~= nil
 for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 local function trip()
   redis.call('SET', KEYS[1], 'open')
@@ -412,9 +440,9 @@ end
 if failed then redis.call('INCR', KEYS[6]) else redis.call('SET', KEYS[6], 0) end
 redis.call('PEXPIRE', KEYS[6], ARGV[11])
 if ARGV[3] == '1' and state == 'half-open' then
-  if failed then
+  if failed or slow then
     trip()
-    return {'half-open', 'open', '', ''}
+    return {'half-open', 'open', '', '', ''}
   end
   redis.call('INCR', KEYS[5])
   redis.call('PEXPIRE', KEYS[5], ARGV[11])
@@ -422,7 +450,7 @@ if ARGV[3] == '1' and state == 'half-open' then
     redis.call('SET', KEYS[1], 'closed')
     redis.call('SET', KEYS[5], 0)
     redis.call('DEL', KEYS[4], KEYS[7])
-    return {'half-open', 'closed', '', ''}
+    return {'half-open', 'closed', '', '', ''}
   end
   return {}
 end
@@ -430,24 +458,31 @@ if state ~= 'closed' then return {} end
 local bucket = ARGV[4]
 redis.call('HINCRBY', KEYS[7], bucket .. ':c', 1)
 if failed then redis.call('HINCRBY', KEYS[7], bucket .. ':f', 1) end
+if slow then redis.call('HINCRBY', KEYS[7], bucket .. ':s', 1) end
 redis.call('PEXPIRE', KEYS[7], ARGV[10])
 local oldest = tonumber(ARGV[5])
 local fields = redis.call('HGETALL', KEYS[7])
-local calls, failures = 0, 0
+local calls, failures, slow_calls = 0, 0, 0
 for i = 1, #fields, 2 do
   local name = fields[i]
   local id = tonumber(string.sub(name, 1, -3))
+  local kind = string.sub(name, -1)
   if id == nil or id < oldest then
     redis.call('HDEL', KEYS[7], name)
-  elseif string.sub(name, -1) == 'c' then
+  elseif kind == 'c' then
     calls = calls + tonumber(fields[i + 1])
+  elseif kind == 's' then
+    slow_calls = slow_calls + tonumber(fields[i + 1])
   else
     failures = failures + tonumber(fields[i + 1])
   end
 end
-if failed and calls >= tonumber(ARGV[6]) and failures / calls >= tonumber(ARGV[7]) then
+if calls >= tonumber(ARGV[6]) and (
+  (failed and failures / calls >= tonumber(ARGV[7]))
+  or (slow and slow_calls / calls >= slow_ratio)
+) then
   trip()
-  return {'closed', 'open', tostring(calls), tostring(failures)}
+  return {'closed', 'open', tostring(calls), tostring(failures), tostring(slow_calls)}
 end
 return {}
 """
@@ -538,7 +573,9 @@ def _admission(raw: list[object], rules: Rules) -> Admission:
     )
 
 
-def _record_args(now: float, rules: Rules, *, failed: bool, probe: bool) -> list[str | int]:
+def _record_args(
+    now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
+) -> list[str | int]:
     bucket = rules.bucket(now)
     return [
         repr(now),
@@ -552,6 +589,8 @@ def _record_args(now: float, rules: Rules, *, failed: bool, probe: bool) -> list
         rules.half_open_probes,
         max(1000, math.ceil(rules.window * 2000)),
         rules.ttl_ms,
+        "1" if slow else "0",
+        "" if rules.slow_call_ratio is None else repr(rules.slow_call_ratio),
     ]
 
 
@@ -559,12 +598,13 @@ def _transition(raw: list[object]) -> Transition | None:
     """The `Transition` that the record script's answer means (None: no change)."""
     if not raw:
         return None
-    old, new, calls, failures = (_text(item) for item in raw)
+    old, new, calls, failures, slow_calls = (_text(item) for item in raw)
     return Transition(
         old=old,
         new=new,
         calls=int(calls) if calls else None,
         failures=int(failures) if failures else None,
+        slow_calls=int(slow_calls) if slow_calls else None,
     )
 
 
@@ -582,11 +622,12 @@ def _stored_state(
             opened_at = float(_text(opened_at_raw)) if opened_at_raw is not None else 0.0
             open_until = opened_at + rules.break_duration
         retry_after = min(rules.break_duration, max(0.0, open_until - now))
-    calls, failures = _window_counts(fields, rules.bucket(now) - rules.buckets + 1)
+    calls, failures, slow_calls = _window_counts(fields, rules.bucket(now) - rules.buckets + 1)
     return StoredState(
         state=state,
         calls=calls,
         failures=failures,
+        slow_calls=slow_calls,
         retry_after=retry_after,
         probes_in_flight=(
             int(_text(probes_raw)) if state == STATE_HALF_OPEN and probes_raw is not None else 0
@@ -594,18 +635,15 @@ def _stored_state(
     )
 
 
-def _window_counts(fields: dict[object, object], oldest: int) -> tuple[int, int]:
-    """Calls and failures in the window hash's buckets from `oldest` on."""
-    calls = failures = 0
+def _window_counts(fields: dict[object, object], oldest: int) -> tuple[int, int, int]:
+    """Calls, failures and slow calls in the window hash's buckets from `oldest` on."""
+    counts = {"c": 0, "f": 0, "s": 0}
     for name_raw, count_raw in fields.items():
         ident, _, kind = _text(name_raw).rpartition(":")
-        if not ident.lstrip("-").isdigit() or int(ident) < oldest:
+        if not ident.lstrip("-").isdigit() or int(ident) < oldest or kind not in counts:
             continue
-        if kind == "c":
-            calls += int(_text(count_raw))
-        else:
-            failures += int(_text(count_raw))
-    return calls, failures
+        counts[kind] += int(_text(count_raw))
+    return counts["c"], counts["f"], counts["s"]
 
 
 class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
@@ -646,9 +684,11 @@ class RedisBreakerStorage(pybreaker.CircuitRedisStorage):
         raw = self._admit_script(keys=self._keys.admit, args=_admit_args(now, rules))
         return _admission(raw, rules)
 
-    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+    def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
+    ) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so (one round trip)."""
-        args = _record_args(now, rules, failed=failed, probe=probe)
+        args = _record_args(now, rules, failed=failed, probe=probe, slow=slow)
         return _transition(self._record_script(keys=self._keys.record, args=args))
 
     def release(self, now: float, *, probe: bool) -> None:
@@ -715,10 +755,12 @@ class FailoverStorage:
         """`admit` on Redis, or on the fallback when Redis fails."""
         return self._run(now, lambda storage: storage.admit(now, rules))
 
-    def record(self, now: float, rules: Rules, *, failed: bool, probe: bool) -> Transition | None:
+    def record(
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
+    ) -> Transition | None:
         """`record` on Redis, or on the fallback when Redis fails."""
         return self._run(
-            now, lambda storage: storage.record(now, rules, failed=failed, probe=probe)
+            now, lambda storage: storage.record(now, rules, failed=failed, probe=probe, slow=slow)
         )
 
     def release(self, now: float, *, probe: bool) -> None:
@@ -747,7 +789,7 @@ class AsyncBreakerStorage(Protocol):
         ...
 
     async def record(
-        self, now: float, rules: Rules, *, failed: bool, probe: bool
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
     ) -> Transition | None:
         """Count an outcome; return the transition it caused, if any."""
         ...
@@ -808,11 +850,11 @@ class AsyncRedisBreakerStorage:
         return _admission(raw, rules)
 
     async def record(
-        self, now: float, rules: Rules, *, failed: bool, probe: bool
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
     ) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so."""
         await self._initialise()
-        args = _record_args(now, rules, failed=failed, probe=probe)
+        args = _record_args(now, rules, failed=failed, probe=probe, slow=slow)
         return _transition(await self._record_script(keys=self._keys.record, args=args))
 
     async def release(self, now: float, *, probe: bool) -> None:
@@ -868,13 +910,13 @@ class AsyncFailoverStorage(AsyncFailover[AsyncRedisBreakerStorage, MemoryBreaker
         )
 
     async def record(
-        self, now: float, rules: Rules, *, failed: bool, probe: bool
+        self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
     ) -> Transition | None:
         """`record` on Redis, or on the fallback when Redis fails."""
         return await self._run(
             now,
-            lambda redis: redis.record(now, rules, failed=failed, probe=probe),
-            lambda local: local.record(now, rules, failed=failed, probe=probe),
+            lambda redis: redis.record(now, rules, failed=failed, probe=probe, slow=slow),
+            lambda local: local.record(now, rules, failed=failed, probe=probe, slow=slow),
         )
 
     async def release(self, now: float, *, probe: bool) -> None:

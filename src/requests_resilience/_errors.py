@@ -25,6 +25,7 @@ are also `requests.ConnectionError`, timeouts are also `requests.Timeout` (and
         │   ├── APIChunkedEncodingError  (ChunkedEncodingError)
         │   └── APIContentDecodingError  (ContentDecodingError)
         ├── CircuitOpenError                  breaker, retry_after
+        ├── ConcurrencyLimitError             limit, key, max_concurrent, retry_after
         └── RetryBudgetExhaustedError         the retry budget refused every retry
 
     ValueError
@@ -86,6 +87,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CircuitOpenError",
+    "ConcurrencyLimitError",
     "ConfigurationError",
     "InsufficientBalanceError",
     "MissingAPIKeyError",
@@ -444,6 +446,51 @@ class CircuitOpenError(APIError):
         self.retry_after = retry_after
 
 
+class ConcurrencyLimitError(APIError):
+    """The concurrency limit had no permit in time: the request was not sent.
+
+    Raised by `ConcurrencyLimit` when as many calls as it allows are in flight and the
+    call could not wait for one of them to finish: the queue was full, or no permit
+    came free before `max_wait` or the call's deadline.
+
+    Attributes:
+        limit: the policy's name.
+        key: the key whose permits were all taken (for example the origin).
+        max_concurrent: the most calls the key allows in flight at once.
+        reason: ``"queue full"``, ``"no wait allowed"`` or ``"timed out"``.
+        waited: seconds the call waited in the queue before it was refused.
+        retry_after: an estimate of the seconds until a permit would be free for a
+            new caller (recent calls' average hold time, times the rounds of the queue
+            ahead of it), or None before any call through the key has finished.
+
+    Example:
+        >>> try:
+        ...     session.post(url, json=payload)
+        ... except ConcurrencyLimitError as exc:  # nothing was sent
+        ...     print(f"{exc.max_concurrent} calls in flight; try in {exc.retry_after} s")
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        limit: str = "",
+        key: str = "",
+        max_concurrent: int = 0,
+        reason: str = "",
+        waited: float = 0.0,
+        retry_after: float | None = None,
+        request: PreparedRequest | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.limit = limit
+        self.key = key
+        self.max_concurrent = max_concurrent
+        self.reason = reason
+        self.waited = waited
+        self.retry_after = retry_after
+
+
 class RetryBudgetExhaustedError(APIError):
     """The call waited its whole patience but the shared retry budget had no token.
 
@@ -463,11 +510,12 @@ class RetryBudgetExhaustedError(APIError):
 def refused_locally(error: BaseException) -> bool:
     """Whether `error` is a policy's local refusal: nothing reached the server.
 
-    An open breaker's `CircuitOpenError`, or a status error without a response (a rate
-    limit that refused to wait past the deadline). Such an outcome tells nothing about
-    the server's health.
+    An open breaker's `CircuitOpenError`, a concurrency limit's
+    `ConcurrencyLimitError`, or a status error without a response (a rate limit that
+    refused to wait past the deadline). Such an outcome tells nothing about the
+    server's health.
     """
-    return isinstance(error, CircuitOpenError) or (
+    return isinstance(error, CircuitOpenError | ConcurrencyLimitError) or (
         isinstance(error, APIStatusError) and error.response is None
     )
 

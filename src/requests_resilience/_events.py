@@ -60,6 +60,8 @@ class BreakerStateChange:
         old_state: ``"closed"``, ``"open"`` or ``"half_open"``.
         new_state: ``"closed"``, ``"open"`` or ``"half_open"``.
         failure_ratio: the failure ratio in the window when it changed, if known.
+        slow_call_ratio: the share of slow calls in the window when it changed, if the
+            breaker times calls and any was slow.
         calls: the number of calls in the window when it changed, if known.
         retry_after: for ``"open"``, seconds until a probe is let through.
 
@@ -75,6 +77,7 @@ class BreakerStateChange:
     failure_ratio: float | None = None
     calls: int | None = None
     retry_after: float | None = None
+    slow_call_ratio: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

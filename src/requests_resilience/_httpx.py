@@ -31,7 +31,7 @@ from requests.structures import CaseInsensitiveDict
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
 from requests_resilience._headers import copy_headers
-from requests_resilience._pipeline import Call, Pipeline
+from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, Call, Pipeline, first_call
 
 if TYPE_CHECKING:
     from requests_resilience._pipeline import TimeoutValue
@@ -145,6 +145,18 @@ class _ResponseView(requests.Response):
     httpx: httpx.Response
 
     @property
+    def reason(self) -> str:
+        """The reason phrase, looked up when first asked for (error messages do)."""
+        attributes = self.__dict__
+        if "_reason" not in attributes:
+            attributes["_reason"] = self.httpx.reason_phrase
+        return attributes["_reason"]  # type: ignore[no-any-return]
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self.__dict__["_reason"] = value
+
+    @property
     def encoding(self) -> str | None:
         """The body's charset (from ``Content-Type``), read when first asked for."""
         attributes = self.__dict__
@@ -209,7 +221,6 @@ def _response_view(
     vars(view).update(_content=False, _content_consumed=False, _next=None)  # Response's own
     view.status_code = response.status_code
     view.headers = _latin1_headers(response.headers.raw)
-    view.reason = response.reason_phrase
     view.url = request.url or ""
     view.request = request
     view.raw = _AsyncRaw(response) if asynchronous else _Raw(response)
@@ -223,12 +234,16 @@ _NO_TIME = datetime.timedelta(0)
 
 
 def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
-    return Call(
-        request=view,
-        stream=True,  # httpx reads (or streams) the body after the transport
-        timeout=_timeout_of(view.extensions),
-        clock=pipeline.clock,
-        redactor=pipeline.redactor,
+    # stream=True: httpx reads (or streams) the body after the transport
+    return first_call(
+        view,
+        True,
+        _timeout_of(view.extensions),
+        True,
+        None,
+        None,
+        pipeline.clock,
+        pipeline.redactor,
     )
 
 
@@ -276,12 +291,14 @@ def _result(response: requests.Response, request: httpx.Request) -> httpx.Respon
     """What the transport returns: the httpx response the pipeline let through."""
     if isinstance(response, _ResponseView):
         return response.httpx
-    # A policy made its own response (a cache, a fallback): hand httpx its bytes.
+    # A policy made its own response (a cache, a fallback): hand httpx its bytes, and
+    # the extensions the policy put on it for httpx callers (a fallback's mark).
     return httpx.Response(
         response.status_code,
         headers=list(response.headers.items()),
         content=response.content,
         request=request,
+        extensions=getattr(response, HTTPX_EXTENSIONS_ATTR, None),
     )
 
 

@@ -237,7 +237,42 @@ _SET_DEADLINE = _slot_setter("deadline")
 _SET_ATTEMPT = _slot_setter("attempt")
 _SET_HISTORY = _slot_setter("history")
 
+
+def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for speed
+    request: PreparedRequest,
+    stream: bool,
+    timeout: TimeoutValue,
+    verify: bool | str,
+    cert: bytes | str | tuple[bytes | str, bytes | str] | None,
+    proxies: Mapping[str, str] | None,
+    clock: Clock,
+    redactor: Redactor,
+) -> Call:
+    """The `Call` of a request's first attempt, as a transport adapter builds it.
+
+    The same object as ``Call(request=..., ...)`` with no deadline, attempt 1 and no
+    history, without the keyword parsing: a transport makes one per request.
+    """
+    call: Call = _NEW(Call)
+    _SET_REQUEST(call, request)
+    _SET_STREAM(call, stream)
+    _SET_TIMEOUT(call, timeout)
+    _SET_VERIFY(call, verify)
+    _SET_CERT(call, cert)
+    _SET_PROXIES(call, proxies)
+    _SET_CLOCK(call, clock)
+    _SET_REDACTOR(call, redactor)
+    _SET_DEADLINE(call, None)
+    _SET_ATTEMPT(call, 1)
+    _SET_HISTORY(call, ())
+    return call
+
+
 _HISTORY_ATTR = "_requests_resilience_attempts"
+
+#: The attribute of a policy-made response whose mapping an httpx transport gives the
+#: httpx response as its ``extensions`` (how `Fallback` marks its answers for httpx).
+HTTPX_EXTENSIONS_ATTR = "_requests_resilience_httpx_extensions"
 
 
 def attempts_of(response: Response) -> tuple[Attempt, ...]:

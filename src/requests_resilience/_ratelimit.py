@@ -43,6 +43,7 @@ from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
 from requests_resilience._clock import Clock, SystemClock, sleep_async
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
+from requests_resilience._headers import header
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
     AsyncBucketStorage,
@@ -173,6 +174,7 @@ class _Cell:
         "async_bucket",
         "bucket",
         "ceiling",
+        "ceiling_text",
         "clock",
         "lock",
         "rate",
@@ -187,6 +189,7 @@ class _Cell:
         self.used = 0  # recency, stamped by `Cells`
         self.bucket = bucket
         self.async_bucket: AsyncBucketStorage | None = None  # built on first async use
+        self.ceiling_text: str | None = None  # the X-RateLimit-Limit that gave `ceiling`
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
         self.rate = rate  # the last rate this process saw, for the gauge
@@ -715,7 +718,7 @@ class RateLimit(Rebuilt):
         headers = response.headers
         pause: float | None = None
         ceiling: float | None = None
-        if settings.follow_headers:
+        if settings.follow_headers and not self._nothing_new(cell, headers, throttled):
             limits = parse_rate_limit_headers(headers)
             if limits is not None:
                 if limits.limit is not None and limits.limit >= 1:
@@ -731,10 +734,25 @@ class RateLimit(Rebuilt):
         if pause is not None:
             pause = min(pause, settings.max_pause)  # a server's hint, bounded
         if ceiling is not None and ceiling == cell.ceiling:
-            ceiling = None  # already known: spare the round trip
+            ceiling = None  # already known: spare the round trip, and the next parse
+            cell.ceiling_text = header(headers, "x-ratelimit-limit")
         if not throttled and pause is None and ceiling is None:
             return None
         return throttled, pause, ceiling
+
+    @staticmethod
+    def _nothing_new(cell: _Cell, headers: Mapping[str, str], throttled: bool) -> bool:
+        """The common answer: the same ``X-RateLimit-Limit`` as before, tokens remaining.
+
+        Then the headers teach nothing (the ceiling is known; no pause without
+        ``Remaining: 0``), and they are not parsed at all.
+        """
+        if throttled or cell.ceiling_text is None:
+            return False
+        if header(headers, "x-ratelimit-limit") != cell.ceiling_text:
+            return False
+        remaining = header(headers, "x-ratelimit-remaining")
+        return remaining is None or (remaining.isdigit() and remaining.strip("0") != "")
 
     def _learn(
         self,

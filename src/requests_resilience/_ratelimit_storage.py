@@ -55,7 +55,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from requests_resilience._redis import AsyncFailover, RedisLink
 from requests_resilience._telemetry import logger
@@ -107,9 +107,8 @@ class BucketParams:
     max_pause: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """The answer of `reserve()`.
+class Reservation(NamedTuple):
+    """The answer of `reserve()` (a named tuple: one is made per request).
 
     Attributes:
         granted: a slot was reserved; sleep `wait` seconds, then send.
@@ -214,6 +213,8 @@ class MemoryBucket:
 
     def _rate(self, now: float, params: BucketParams) -> tuple[float, float]:
         target = params.rate if self._ceiling is None else self._ceiling
+        if self._w_max is None:
+            return target, target  # never throttled: no climb to compute
         rate = cubic_rate(
             now, target=target, w_max=self._w_max, throttled_at=self._throttled_at, params=params
         )
@@ -234,10 +235,10 @@ class MemoryBucket:
             slot = max(now, tat - (params.burst - 1) * interval, paused_until)
             wait = slot - now
             if wait > max_wait:
-                return Reservation(granted=False, wait=wait, rate=rate)
+                return Reservation(False, wait, rate)
             self._tat = max(tat, slot) + interval
             self._tat_rate = rate
-            return Reservation(granted=True, wait=wait, rate=rate)
+            return Reservation(True, wait, rate)
 
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""

@@ -60,6 +60,7 @@ from requests_resilience._errors import (
     ConfigurationError,
     RetryBudgetExhaustedError,
     _safe_url,
+    refused_locally,
 )
 from requests_resilience._events import RetryDetails
 from requests_resilience._headers import copy_headers
@@ -662,9 +663,11 @@ class _Run:
             duration=clock.monotonic() - began,
         )
         if budget is not None and outcome is not Outcome.SUCCESS:
-            if isinstance(error, CircuitOpenError):
+            if error is not None and refused_locally(error):
+                # An open breaker, a full concurrency limit, a rate limit past the
+                # deadline: the retry never reached the wire, its token goes back.
                 if self.cost is not None:
-                    budget._refund(self.cost)  # the retry never reached the wire
+                    budget._refund(self.cost)
             elif response is not None or isinstance(error, APIConnectionError):
                 # The server's health, for the budget: a 4xx says it is up.
                 budget._record(clock.monotonic(), failed=outcome is not Outcome.FATAL)

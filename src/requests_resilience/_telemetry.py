@@ -248,6 +248,7 @@ def breaker_state_changed(change: BreakerStateChange) -> None:
         old_state=change.old_state,
         new_state=change.new_state,
         failure_ratio=change.failure_ratio,
+        slow_call_ratio=change.slow_call_ratio,
         calls=change.calls,
         retry_after=change.retry_after,
     )
@@ -262,6 +263,7 @@ def breaker_state_changed(change: BreakerStateChange) -> None:
                     "requests_resilience.breaker.previous_state": change.old_state,
                     "requests_resilience.breaker.state": change.new_state,
                     "requests_resilience.breaker.failure_ratio": change.failure_ratio,
+                    "requests_resilience.breaker.slow_call_ratio": change.slow_call_ratio,
                     "requests_resilience.breaker.calls": change.calls,
                     "requests_resilience.breaker.retry_after": change.retry_after,
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 import requests
@@ -136,3 +137,26 @@ def test_script_rejects_what_is_not_a_fault(fake_vinci: FakeVinciServer) -> None
     with pytest.raises(TypeError, match="Fault objects"):
         fake_vinci.script([Fault.reset(), 503])  # type: ignore[list-item]
     assert fake_vinci.pending_faults == 0
+
+
+def test_make_vinci_client_binds_the_server_the_key_and_the_fake_clock(
+    fake_vinci: FakeVinciServer, fake_clock: FakeClock, make_vinci_client: Any
+) -> None:
+    """No options: the server's URL and key, the preset on the fake clock; a 503 waits 0 s real."""
+    client = make_vinci_client()
+    fake_vinci.script(Fault.status(503))
+    assert client.balance().balance_usd == 100.0
+    assert client.clock is fake_clock
+    assert fake_clock.sleeps  # the retry's backoff, on the fake clock
+    assert fake_vinci.requests[-1].headers["Authorization"] == f"Bearer {fake_vinci.api_key}"
+
+
+@pytest.mark.fake_vinci(balance_usd=0.0)
+def test_make_vinci_client_passes_options_to_the_client(
+    fake_vinci: FakeVinciServer, make_vinci_client: Any
+) -> None:
+    """Keyword arguments reach the client; the marker's options reach the server."""
+    client = make_vinci_client(balance_check=False)
+    with pytest.raises(InsufficientBalanceError):
+        client.text_to_video("a fox", duration_seconds=2)
+    assert fake_vinci.count(path="/billing/balance") == 0  # no pre-check

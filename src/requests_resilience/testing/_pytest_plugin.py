@@ -40,9 +40,15 @@ from requests_resilience.testing._clock import FakeClock
 
 if TYPE_CHECKING:
     from requests_resilience.testing._server import FakeVinciServer
-    from requests_resilience.vinci import AsyncVinciClient
+    from requests_resilience.vinci import AsyncVinciClient, VinciClient
 
-__all__ = ["fake_clock", "fake_vinci", "make_async_vinci_client", "new_fake_server"]
+__all__ = [
+    "fake_clock",
+    "fake_vinci",
+    "make_async_vinci_client",
+    "make_vinci_client",
+    "new_fake_server",
+]
 
 _EXTRA_HINT = "pip install 'requests-resilience[testing]'"
 
@@ -96,6 +102,38 @@ def fake_clock() -> FakeClock:
     ``FakeClock(random_value=0.0)`` yourself for no jitter at all.
     """
     return FakeClock()
+
+
+@pytest.fixture
+def make_vinci_client(
+    fake_vinci: FakeVinciServer, fake_clock: FakeClock
+) -> Iterator[Callable[..., VinciClient]]:
+    """Make `VinciClient` objects that talk to `fake_vinci` and wait on `fake_clock`.
+
+    The synchronous twin of `make_async_vinci_client`, with the same defaults (the
+    server's ``base_url`` and key, the preset's pipeline on the test's `fake_clock`)
+    and the same keyword arguments; the clients it made are closed after the test::
+
+        def test_balance(make_vinci_client):
+            client = make_vinci_client()
+            assert client.balance().balance_usd == 100.0
+    """
+    from requests_resilience.vinci import VinciClient  # noqa: PLC0415 - loaded when used
+
+    made: list[VinciClient] = []
+
+    def make(**options: Any) -> VinciClient:
+        options.setdefault("base_url", fake_vinci.base_url)
+        options.setdefault("clock", fake_clock)
+        if "pipeline" not in options:
+            options.setdefault("api_key", fake_vinci.api_key)
+        client = VinciClient(**options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
 @pytest.fixture

@@ -4,7 +4,12 @@
 
     session.post("https://tryvinci.com/api/v1/generate/text-to-video", ...)
       └─ PipelineAdapter              mounted on "https://tryvinci.com/api/v1/"
+          ├─ fallback                 (seam, none by default) outermost: it answers the
+          │                           final outcome, a CircuitOpenError included
           ├─ StatusErrors             the final 4xx/5xx -> a typed APIStatusError
+          ├─ concurrency              (seam, off by default) at most N calls in flight,
+          │                           one permit per call for all its attempts; shared
+          │                           through Redis leases when given a redis_url
           ├─ retry                    (seam) waits and re-sends; see below
           ├─ *extra_policies          once per attempt, outside the breaker: they see
           │                           every attempt, a CircuitOpenError included
@@ -13,7 +18,14 @@
           │                           to 429s; shared through Redis with `redis_url`
           ├─ APIKeyAuth               Authorization: Bearer <VINCI_API_KEY>
           ├─ tracing                  (seam) one span per wire attempt
+          ├─ *chaos                   (seam, none by default) innermost: an injected
+          │                           fault is an attempt like any other, retried,
+          │                           counted by the breaker, with its own span
           └─ transport                requests' HTTPAdapter (pool, TLS, proxies)
+
+The two optional places follow Polly: a fallback outermost (inside the retry it would
+answer the first failure and leave the retry nothing to do), chaos strategies last,
+next to the callback.
 """
 
 from __future__ import annotations
@@ -137,6 +149,9 @@ def build_pipeline(
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
     origin: str | None = None,
+    fallback: PolicyLike | None = None,
+    chaos: Iterable[PolicyLike] = (),
+    concurrency: PolicySeam = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -156,6 +171,15 @@ def build_pipeline(
             keep their state in this process. Policies you pass are left as they are.
         origin: the only origin the key is sent to (see `APIKeyAuth`); `mount` passes
             its base URL. None binds the key to the first request's origin.
+        fallback: a `Fallback` (or another policy) to run outermost, before
+            `StatusErrors`; None (the default) for none.
+        chaos: chaos policies (`ChaosFault`, `ChaosLatency`, ...) to run innermost,
+            after tracing; none by default, and each is off until enabled.
+        concurrency: a `ConcurrencyLimit` to cap the calls in flight, placed first
+            after `StatusErrors` (one permit per call, for all its attempts), e.g.
+            ``ConcurrencyLimit(5, key="vinci", redis_url=...)`` to cap the paid
+            generate calls of every worker. Vinci documents no concurrency cap, so the
+            preset has none: None and `DEFAULT` both leave it out.
 
     Returns:
         The frozen pipeline.
@@ -172,7 +196,12 @@ def build_pipeline(
         ('status_errors', 'rate_limit', 'auth', 'tracing')
     """
     auth = APIKeyAuth(api_key, env_var=API_KEY_ENV_VAR, origin=origin)
-    policies: list[PolicyLike] = [StatusErrors()]
+    policies: list[PolicyLike] = [] if fallback is None else [fallback]
+    policies.append(StatusErrors())
+    # Outside the retry, as Polly's concurrency limiter is outermost: a permit per call.
+    chosen_concurrency = _resolve("concurrency", concurrency, lambda: None)
+    if chosen_concurrency is not None:
+        policies.append(chosen_concurrency)
     chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
         policies.append(chosen_retry)
@@ -189,6 +218,7 @@ def build_pipeline(
     chosen_tracing = _resolve("tracing", tracing, _default_tracing)
     if chosen_tracing is not None:
         policies.append(chosen_tracing)
+    policies.extend(chaos)
     return Pipeline(*policies, clock=clock)
 
 
@@ -225,6 +255,9 @@ def mount(
     extra_policies: Iterable[PolicyLike] = (),
     redis_url: str | None = None,
     pool_maxsize: int = 32,
+    fallback: PolicyLike | None = None,
+    chaos: Iterable[PolicyLike] = (),
+    concurrency: PolicySeam = None,
 ) -> _ClientT:
     """Send `session`'s requests under `base_url` through the Vinci pipeline.
 
@@ -260,6 +293,9 @@ def mount(
         redis_url: see `build_pipeline`.
         pool_maxsize: connections a requests session keeps to the API; at least the
             number of threads that share it. An httpx client keeps its own ``limits``.
+        fallback: see `build_pipeline`.
+        chaos: see `build_pipeline`.
+        concurrency: see `build_pipeline`.
 
     Returns:
         The same session; or, for an httpx client, a new client of the same kind.
@@ -296,6 +332,9 @@ def mount(
         extra_policies=extra_policies,
         redis_url=redis_url,
         origin=base,
+        fallback=fallback,
+        chaos=chaos,
+        concurrency=concurrency,
     )
     if mounter is None:
         return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

@@ -28,7 +28,8 @@ Rules:
   429 or a connection error is not: the call waits for the other attempts, and sends
   the next hedge at once if it may. When every attempt has failed, the call ends with
   the last response that came back (so an outer `Retry` sees its status and
-  ``Retry-After``), else the last error (an open breaker's refusal last of all).
+  ``Retry-After``), else the last error (a local refusal, such as an open breaker's,
+  last of all).
 - The others are stopped: an asyncio task is cancelled (httpx closes its connection);
   a thread cannot be, so a synchronous attempt runs to its end in its worker, which
   then reads a little of its body and closes it, so its connection goes back to the
@@ -75,9 +76,9 @@ from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import (
     APIConnectionError,
     APIError,
-    CircuitOpenError,
     ConfigurationError,
     _safe_url,
+    refused_locally,
 )
 from requests_resilience._events import HedgeDetails
 from requests_resilience._forksafe import reinit_after_fork
@@ -882,10 +883,13 @@ class _Run:
         """Keep the better of this failure and the best so far; release the other.
 
         A response beats an error (its status and ``Retry-After`` tell an outer retry
-        what to do), an error beats an open breaker's refusal; a later one beats an
-        earlier one of its kind.
+        what to do), an error beats a local refusal (an open breaker, a full
+        concurrency limit); a later one beats an earlier one of its kind.
         """
-        rank = 2 if response is not None else 0 if isinstance(error, CircuitOpenError) else 1
+        if response is not None:
+            rank = 2
+        else:
+            rank = 0 if error is not None and refused_locally(error) else 1
         best = self.best
         if best is not None and best[0] > rank:
             if response is not None:
@@ -941,7 +945,7 @@ class _Run:
         budget = self.policy.budget
         if budget is None:
             return
-        if isinstance(error, CircuitOpenError):
+        if error is not None and refused_locally(error):
             self._refund(index)  # the hedge never reached the wire
             return
         if response is not None or isinstance(error, APIConnectionError):

@@ -161,10 +161,11 @@ def test_a_failed_attempt_sends_the_next_hedge_at_once() -> None:
     failed = response(503)
     hedge = launch(run, run.observed(0, failed, None, 1000.0, 1000.0), clock)
     assert hedge.index == 1
+    assert reports == []  # reported once it has started
+    run.launched(1, clock.monotonic())
     assert [(r.trigger, r.hedge, r.attempt, r.status_code) for r in reports] == [
         ("failure", 1, 2, 503)
     ]
-    run.launched(1, clock.monotonic())
     ok = response(200)
     done = run.observed(1, ok, None, 1000.0, 1000.0)
     assert isinstance(done, _Done)
@@ -324,6 +325,7 @@ def test_a_hedge_that_cannot_start_stops_the_hedging() -> None:
     run.begin()
     hedge = launch(run, run.launched(0, clock.monotonic()), clock)
     waiting = run.not_launched(hedge.index)
+    assert run.report is None  # a hedge that did not start is not reported
     assert isinstance(waiting, _Await)
     assert waiting.until is None
 

@@ -554,7 +554,7 @@ class Hedging:
         if isinstance(delay, LatencyPercentile):
             delay.record(seconds)
 
-    def _report(self, call: Call, details: HedgeDetails) -> None:
+    def _report(self, details: HedgeDetails) -> None:
         hedge_launched(details)
         for hook in self.on_hedge:
             hook(details)
@@ -749,6 +749,7 @@ class _Run:
         "launched_count",
         "pending",
         "policy",
+        "report",
         "start",
         "stopped",
         "template",
@@ -770,6 +771,7 @@ class _Run:
         self.best: tuple[int, Response | None, BaseException | None, int] | None = None
         self.discard: list[Response] = []
         self.stopped = False  # no more hedges: the budget or the workers said no
+        self.report: HedgeDetails | None = None  # the hedge being launched
 
     def begin(self) -> _Launch:
         """The first attempt: the call, with a request of its own.
@@ -785,6 +787,10 @@ class _Run:
 
     def launched(self, index: int, now: float) -> _Launch | _Await | _Done:
         """Attempt `index` started at `now`."""
+        report = self.report
+        if report is not None:
+            self.report = None
+            self.policy._report(report)
         self.launched_count += 1
         self.pending[index] = now
         self.last_launch = now
@@ -793,6 +799,7 @@ class _Run:
     def not_launched(self, index: int) -> _Launch | _Await | _Done:
         """The hedge `index` could not start (no free worker): send no more."""
         self.stopped = True
+        self.report = None
         self._refund(index)
         return self._next(self.last_launch)
 
@@ -862,20 +869,18 @@ class _Run:
         fresh = call.request.copy()
         fresh.headers = copy_headers(self.template)
         request = call.request
-        self.policy._report(
-            call,
-            HedgeDetails(
-                policy=self.policy.name,
-                method=request.method or "",
-                url=_safe_url(request.url),
-                attempt=self._number(index),
-                hedge=index,
-                trigger=trigger,
-                delay=self.delay,
-                elapsed=now - self.start,
-                status_code=response.status_code if response is not None else None,
-                error=type(error).__name__ if error is not None else None,
-            ),
+        # Reported once it has started (`launched`): a hedge with no free worker is not.
+        self.report = HedgeDetails(
+            policy=self.policy.name,
+            method=request.method or "",
+            url=_safe_url(request.url),
+            attempt=self._number(index),
+            hedge=index,
+            trigger=trigger,
+            delay=self.delay,
+            elapsed=now - self.start,
+            status_code=response.status_code if response is not None else None,
+            error=type(error).__name__ if error is not None else None,
         )
         return _Launch(call.evolve(request=fresh, attempt=self._number(index)), index)
 

@@ -11,6 +11,8 @@
           │                           one permit per call for all its attempts; shared
           │                           through Redis leases when given a redis_url
           ├─ retry                    (seam) waits and re-sends; see below
+          ├─ hedging                  (seam, off by default) a late read is sent again,
+          │                           the first good answer wins; each hedge an attempt
           ├─ *extra_policies          once per attempt, outside the breaker: they see
           │                           every attempt, a CircuitOpenError included
           ├─ breaker                  (seam) fails fast while the API is down
@@ -23,9 +25,11 @@
           │                           counted by the breaker, with its own span
           └─ transport                requests' HTTPAdapter (pool, TLS, proxies)
 
-The two optional places follow Polly: a fallback outermost (inside the retry it would
-answer the first failure and leave the retry nothing to do), chaos strategies last,
-next to the callback.
+The optional places follow Polly: a fallback outermost (inside the retry it would
+answer the first failure and leave the retry nothing to do), hedging where its standard
+hedging pipeline has it, outside the breaker and rate limit so that every hedge is an
+attempt to them (and inside the retry, which then sends hedged groups), chaos
+strategies last, next to the callback.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ def build_pipeline(
     fallback: PolicyLike | None = None,
     chaos: Iterable[PolicyLike] = (),
     concurrency: PolicySeam = None,
+    hedging: PolicySeam = None,
 ) -> Pipeline:
     """Build the Vinci pipeline (see the module docstring for the order).
 
@@ -180,6 +185,11 @@ def build_pipeline(
             ``ConcurrencyLimit(5, key="vinci", redis_url=...)`` to cap the paid
             generate calls of every worker. Vinci documents no concurrency cap, so the
             preset has none: None and `DEFAULT` both leave it out.
+        hedging: a `Hedging` policy, placed right after the retry (or in its place with
+            ``retry=None``, as Polly's standard hedging pipeline does). It hedges only
+            requests safe to send twice: Vinci's paid POSTs carry no idempotency key and
+            are never hedged, and every hedge spends a rate-limit token, so the preset
+            has none: None and `DEFAULT` both leave it out.
 
     Returns:
         The frozen pipeline.
@@ -205,6 +215,10 @@ def build_pipeline(
     chosen_retry = _resolve("retry", retry, _default_retry)
     if chosen_retry is not None:
         policies.append(chosen_retry)
+    # Inside the retry, outside the breaker: each hedge is an attempt to the policies below.
+    chosen_hedging = _resolve("hedging", hedging, lambda: None)
+    if chosen_hedging is not None:
+        policies.append(chosen_hedging)
     policies.extend(extra_policies)
     chosen_breaker = _resolve("breaker", breaker, lambda: _default_breaker(redis_url))
     if chosen_breaker is not None:
@@ -258,6 +272,7 @@ def mount(
     fallback: PolicyLike | None = None,
     chaos: Iterable[PolicyLike] = (),
     concurrency: PolicySeam = None,
+    hedging: PolicySeam = None,
 ) -> _ClientT:
     """Send `session`'s requests under `base_url` through the Vinci pipeline.
 
@@ -296,6 +311,7 @@ def mount(
         fallback: see `build_pipeline`.
         chaos: see `build_pipeline`.
         concurrency: see `build_pipeline`.
+        hedging: see `build_pipeline`.
 
     Returns:
         The same session; or, for an httpx client, a new client of the same kind.
@@ -335,6 +351,7 @@ def mount(
         fallback=fallback,
         chaos=chaos,
         concurrency=concurrency,
+        hedging=hedging,
     )
     if mounter is None:
         return _mount(session, base + "/", pipeline, pool_maxsize=pool_maxsize)

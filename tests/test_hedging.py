@@ -875,3 +875,18 @@ def test_outcome_classification_can_be_replaced(
     assert transport.call(pipeline, "GET", server.url()) == (200, "fast")
     assert len(server.seen) == 2
     policy.close()
+
+
+def test_the_loser_of_a_race_keeps_the_slow_tail_in_the_adaptive_delay(
+    transport: Transport, server: SlowServer, fake_clock: FakeClock
+) -> None:
+    """A stalled attempt records how long it ran (cancelled: a lower bound), not nothing."""
+    server.steps = [Step(body="slow", advance=0.3, hold=True)]
+    delay = LatencyPercentile(0.95, window=10, min_samples=1, initial=0.2)
+    policy = Hedging(delay=delay, budget=None)
+    pipeline = Pipeline(policy, clock=fake_clock)
+    assert transport.call(pipeline, "GET", server.url()) == (200, "fast")
+    server.release.set()
+    assert eventually(lambda: policy._workers.busy == 0)  # a sync loser has finished
+    assert delay.current() == pytest.approx(0.3)  # the hedge's 0.0, and the loser's 0.3
+    policy.close()

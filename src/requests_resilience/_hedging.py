@@ -137,11 +137,13 @@ class LatencyPercentile(Rebuilt):
     """A hedging delay that follows the latency: a percentile of the recent attempts.
 
     Every attempt that gets a response records how long it took; one that lost the
-    race and was cancelled records how long it had run (a lower bound: the slow tail
-    stays in the sample). The delay is the `percentile` of the last `window` records,
-    kept between `min_delay` and `max_delay`; until `min_samples` records exist it
-    is `initial`. One estimator serves every call of its policy: give an endpoint with
-    its own latency its own policy.
+    race and was cancelled, or failed after the call was over, records how long it had
+    run (a lower bound: the slow tail stays in the sample). An error that ends an
+    attempt while the call waits is not a latency (a refused connection is fast). The
+    delay is the `percentile` of the last `window` records, kept between `min_delay`
+    and `max_delay`; until `min_samples` records exist it is `initial`. One estimator
+    serves every call of its policy: give an endpoint with its own latency its own
+    policy.
 
     Args:
         percentile: which latency to hedge after; 0.5 to 0.999 (default 0.95: about
@@ -514,9 +516,11 @@ class Hedging:
                 self._observed_latency(now - began)  # at least this slow
                 continue
             if task.exception() is None:
-                response = task.result()[1]
+                _, response, _, started, ended = task.result()
                 if response is not None:
                     await _discard_async(response)
+                else:
+                    self._observed_latency(ended - started)  # it lost: at least this slow
 
     # -- helpers --------------------------------------------------------------------
 
@@ -614,13 +618,15 @@ class _Group:
         except BaseException as exc:  # the caller's thread decides (see _checked)
             error = exc
         ended = clock.monotonic()
-        if response is not None:
-            self.policy._observed_latency(ended - began)
         with self.lock:
-            if not self.closed:
+            late = self.closed
+            if not late:
                 self.inbox.put((index, response, error, began, ended))
-                return
-        if response is not None:
+        if response is not None or late:
+            # A loser's time, however it ended, is a lower bound of its latency: the
+            # slow tail stays in an adaptive delay's sample.
+            self.policy._observed_latency(ended - began)
+        if late and response is not None:
             _discard(response)  # the call is over: release the connection
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ import requests
 
 from requests_resilience import (
     APIError,
+    APIReadTimeoutError,
     Call,
     CircuitBreaker,
     CircuitOpenError,
@@ -73,6 +74,9 @@ class CountingPolicy:
 
     An attempt is not sent when the breaker refuses it (`CircuitOpenError`) or the
     preset's rate limit refuses it locally (a `RateLimitError` without a response).
+    One that the call's deadline cut before the response's head arrived
+    (`APIReadTimeoutError` without a response) was written, but the server may not
+    have read it yet when the client gave up: it is counted as `cut`.
     """
 
     name = "counting"
@@ -82,6 +86,7 @@ class CountingPolicy:
         self.attempts = 0
         self.refused = 0
         self.refused_locally = 0
+        self.cut = 0
 
     def send(self, call: Call, next: Next) -> requests.Response:
         """Count the attempt, and whether something refused it before the wire."""
@@ -97,6 +102,11 @@ class CountingPolicy:
             if exc.response is None:
                 with self._lock:
                     self.refused_locally += 1
+            raise
+        except APIReadTimeoutError as exc:
+            if exc.response is None:
+                with self._lock:
+                    self.cut += 1
             raise
 
 
@@ -266,13 +276,14 @@ def check_soak(seconds: float) -> SoakReport:
     assert len(refused) == counter.refused
     local = [a for a in attempts if a.error == RateLimitError.__name__]
     assert len(local) == counter.refused_locally
-    assert counter.attempts - counter.refused - counter.refused_locally == wire
+    sent = counter.attempts - counter.refused - counter.refused_locally
+    assert sent - counter.cut <= wire <= sent  # a cut attempt may not have been read
     assert report.adapter is not None
     policies = report.adapter.pipeline.policies
     (breaker,) = [p for p in policies if isinstance(p, CircuitBreaker)]
     (retry,) = [p for p in policies if isinstance(p, Retry)]
     (status,) = breaker.snapshot().values()
-    assert status.sent == wire
+    assert status.sent == sent
     assert status.rejected == counter.refused
     failed = [a for a in attempts if _breaker_failure(a)]
     assert status.failed == len(failed)
@@ -282,8 +293,9 @@ def check_soak(seconds: float) -> SoakReport:
     answered = [a for a in attempts if a.status_code is not None]
     up = [a for a in answered if a.status_code not in (408, 429, 500, 502, 503, 504)]
     assert budget["successes"] == len(up)
-    # A retry keeps its token unless it succeeded or the breaker refused it; a retry
-    # after a breaker's refusal is the breaker's to ration and takes no token.
+    # A retry keeps its token unless it succeeded or was refused locally (the breaker,
+    # the rate limit); a retry after a breaker's refusal is the breaker's to ration and
+    # takes no token.
     failed_retries = [
         a
         for history in report.histories
@@ -297,9 +309,14 @@ def check_soak(seconds: float) -> SoakReport:
 
 
 def _failed_retry(attempt: Attempt) -> bool:
+    """A retry that kept its token: it reached the wire and did not succeed.
+
+    A retry refused locally (an open breaker, the rate limit past the deadline) never
+    reached the wire and gave its token back.
+    """
     if attempt.status_code is not None:
         return attempt.status_code >= 400
-    return attempt.error != CircuitOpenError.__name__
+    return attempt.error not in (CircuitOpenError.__name__, RateLimitError.__name__)
 
 
 def _breaker_failure(attempt: Attempt) -> bool:

@@ -514,7 +514,6 @@ def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
     metric_reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[metric_reader])
     monkeypatch.setattr(telemetry, "_meter_provider", lambda: provider)
-    monkeypatch.setattr(ratelimit_module, "_cached", None)
     yield metric_reader
     provider.shutdown()
 

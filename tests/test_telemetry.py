@@ -87,7 +87,6 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemoryMetricReader]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     monkeypatch.setattr(telemetry, "_meter_provider", lambda: provider)
-    monkeypatch.setattr(telemetry, "_cached_counters", None)
     yield reader
     provider.shutdown()
 

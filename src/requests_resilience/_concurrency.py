@@ -775,14 +775,9 @@ _LIVE: weakref.WeakSet[ConcurrencyLimit] = weakref.WeakSet()
 
 @dataclass(frozen=True, slots=True)
 class _Instruments:
-    provider: metrics.MeterProvider
     refusals: metrics.Counter
     in_flight: metrics.ObservableGauge
     queued: metrics.ObservableGauge
-
-
-_cached: _Instruments | None = None
-_cached_lock = threading.Lock()
 
 
 def _attributes(policy: str, key: str) -> dict[str, str]:
@@ -803,45 +798,33 @@ def _observe(index: int) -> Callable[[metrics.CallbackOptions], Iterable[metrics
     return observe
 
 
+def _build_instruments(meter: metrics.Meter) -> _Instruments:
+    return _Instruments(
+        refusals=meter.create_counter(
+            "requests_resilience.concurrency_limit.refusals",
+            unit="{request}",
+            description="Calls a concurrency limit refused locally (not sent).",
+        ),
+        in_flight=meter.create_observable_gauge(
+            "requests_resilience.concurrency_limit.in_flight",
+            callbacks=[_observe(1)],
+            unit="{request}",
+            description="Permits of a concurrency limit held by this process.",
+        ),
+        queued=meter.create_observable_gauge(
+            "requests_resilience.concurrency_limit.queued",
+            callbacks=[_observe(2)],
+            unit="{request}",
+            description="Callers of this process waiting for a concurrency permit.",
+        ),
+    )
+
+
+_INSTRUMENTS = _telemetry.PerProvider(_build_instruments)
+
+
 def _instruments() -> _Instruments | None:
-    global _cached  # noqa: PLW0603 - a one-entry cache, replaced atomically
-    provider = _telemetry._meter_provider()
-    if _telemetry.is_noop_meter_provider(provider):
-        return None
-    cached = _cached
-    if cached is not None and cached.provider is provider:
-        return cached
-    with _cached_lock:
-        cached = _cached
-        if cached is not None and cached.provider is provider:
-            return cached
-        meter = provider.get_meter(
-            _telemetry.INSTRUMENTATION_NAME,
-            _telemetry.INSTRUMENTATION_VERSION,
-            schema_url=_telemetry.SCHEMA_URL,
-        )
-        cached = _Instruments(
-            provider=provider,
-            refusals=meter.create_counter(
-                "requests_resilience.concurrency_limit.refusals",
-                unit="{request}",
-                description="Calls a concurrency limit refused locally (not sent).",
-            ),
-            in_flight=meter.create_observable_gauge(
-                "requests_resilience.concurrency_limit.in_flight",
-                callbacks=[_observe(1)],
-                unit="{request}",
-                description="Permits of a concurrency limit held by this process.",
-            ),
-            queued=meter.create_observable_gauge(
-                "requests_resilience.concurrency_limit.queued",
-                callbacks=[_observe(2)],
-                unit="{request}",
-                description="Callers of this process waiting for a concurrency permit.",
-            ),
-        )
-        _cached = cached
-        return cached
+    return _INSTRUMENTS.get()
 
 
 def _on_span(wait: float) -> None:

@@ -925,14 +925,9 @@ _LIVE: weakref.WeakSet[RateLimit] = weakref.WeakSet()
 
 @dataclass(frozen=True, slots=True)
 class _Instruments:
-    provider: metrics.MeterProvider
     throttles: metrics.Counter
     refusals: metrics.Counter
     rate: metrics.ObservableGauge
-
-
-_cached: _Instruments | None = None
-_cached_lock = threading.Lock()
 
 
 def _observe_rates(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
@@ -951,44 +946,32 @@ def _observe_rates(options: metrics.CallbackOptions) -> Iterable[metrics.Observa
     return observations
 
 
+def _build_instruments(meter: metrics.Meter) -> _Instruments:
+    return _Instruments(
+        throttles=meter.create_counter(
+            "requests_resilience.rate_limit.throttles",
+            unit="{response}",
+            description="429 answers seen by a rate-limit policy, by policy and key.",
+        ),
+        refusals=meter.create_counter(
+            "requests_resilience.rate_limit.refusals",
+            unit="{request}",
+            description="Attempts a rate-limit policy refused locally (not sent).",
+        ),
+        rate=meter.create_observable_gauge(
+            "requests_resilience.rate_limit.rate",
+            callbacks=[_observe_rates],
+            unit="{request}/s",
+            description="The current rate of a rate-limit bucket, requests per second.",
+        ),
+    )
+
+
+_INSTRUMENTS = _telemetry.PerProvider(_build_instruments)
+
+
 def _instruments() -> _Instruments | None:
-    global _cached  # noqa: PLW0603 - a one-entry cache, replaced atomically
-    provider = _telemetry._meter_provider()
-    if _telemetry.is_noop_meter_provider(provider):
-        return None
-    cached = _cached
-    if cached is not None and cached.provider is provider:
-        return cached
-    with _cached_lock:
-        cached = _cached
-        if cached is not None and cached.provider is provider:
-            return cached
-        meter = provider.get_meter(
-            _telemetry.INSTRUMENTATION_NAME,
-            _telemetry.INSTRUMENTATION_VERSION,
-            schema_url=_telemetry.SCHEMA_URL,
-        )
-        cached = _Instruments(
-            provider=provider,
-            throttles=meter.create_counter(
-                "requests_resilience.rate_limit.throttles",
-                unit="{response}",
-                description="429 answers seen by a rate-limit policy, by policy and key.",
-            ),
-            refusals=meter.create_counter(
-                "requests_resilience.rate_limit.refusals",
-                unit="{request}",
-                description="Attempts a rate-limit policy refused locally (not sent).",
-            ),
-            rate=meter.create_observable_gauge(
-                "requests_resilience.rate_limit.rate",
-                callbacks=[_observe_rates],
-                unit="{request}/s",
-                description="The current rate of a rate-limit bucket, requests per second.",
-            ),
-        )
-        _cached = cached
-        return cached
+    return _INSTRUMENTS.get()
 
 
 def ensure_rate_gauge() -> None:

@@ -48,9 +48,11 @@ import contextvars
 import importlib.metadata
 import logging
 import re
+import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -65,6 +67,8 @@ if TYPE_CHECKING:
     from requests_resilience._errors import APIError
     from requests_resilience._events import BreakerStateChange, HedgeDetails, RetryDetails
     from requests_resilience._secrets import Redactor
+
+_T = TypeVar("_T")
 
 __all__ = [
     "INSTRUMENTATION_NAME",
@@ -446,13 +450,9 @@ def _attributes(values: dict[str, AttributeValue | None]) -> dict[str, Attribute
 
 @dataclass(frozen=True, slots=True)
 class _Counters:
-    provider: metrics.MeterProvider
     retries: metrics.Counter
     breaker_changes: metrics.Counter
     hedges: metrics.Counter
-
-
-_cached_counters: _Counters | None = None
 
 
 def _meter_provider() -> metrics.MeterProvider:
@@ -514,19 +514,49 @@ def is_noop_meter_provider(provider: metrics.MeterProvider) -> bool:
     return isinstance(provider, _NOOP_METER_PROVIDERS)
 
 
-def _counters() -> _Counters | None:
-    global _cached_counters  # noqa: PLW0603 - a one-entry cache, replaced atomically
-    provider = _meter_provider()
-    if is_noop_meter_provider(provider):
-        return None
-    cached = _cached_counters
-    if cached is not None and cached.provider is provider:
-        return cached
-    meter = provider.get_meter(
-        INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
-    )
-    cached = _Counters(
-        provider=provider,
+class PerProvider(Generic[_T]):
+    """Instruments on the global meter provider, made once per provider.
+
+    `get()` returns None while no SDK records (the API's no-op provider: one check),
+    else what `build` made with that provider's meter, made again when the
+    application switches providers (the cache holds the provider, so a new one is
+    never mistaken for it). Each module that records metrics keeps one.
+
+    Args:
+        build: makes the instruments from the library's `Meter`.
+
+    Example:
+        >>> _COUNTERS = PerProvider(lambda meter: meter.create_counter("x", unit="1"))
+        >>> counter = _COUNTERS.get()
+    """
+
+    __slots__ = ("_build", "_cached", "_lock")
+
+    def __init__(self, build: Callable[[metrics.Meter], _T]) -> None:
+        self._build = build
+        self._cached: tuple[metrics.MeterProvider, _T] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> _T | None:
+        """The instruments of the current provider, or None while nothing records."""
+        provider = _meter_provider()
+        if is_noop_meter_provider(provider):
+            return None
+        cached = self._cached
+        if cached is not None and cached[0] is provider:
+            return cached[1]
+        with self._lock:
+            cached = self._cached
+            if cached is None or cached[0] is not provider:
+                meter = provider.get_meter(
+                    INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
+                )
+                cached = self._cached = (provider, self._build(meter))
+            return cached[1]
+
+
+def _build_counters(meter: metrics.Meter) -> _Counters:
+    return _Counters(
         retries=meter.create_counter(
             "requests_resilience.retries",
             unit="{retry}",
@@ -543,8 +573,13 @@ def _counters() -> _Counters | None:
             description="Hedged attempts sent by a hedging policy, by trigger.",
         ),
     )
-    _cached_counters = cached
-    return cached
+
+
+_COUNTERS: PerProvider[_Counters] = PerProvider(_build_counters)
+
+
+def _counters() -> _Counters | None:
+    return _COUNTERS.get()
 
 
 def _noop_meter_providers() -> tuple[type[metrics.MeterProvider], ...]:

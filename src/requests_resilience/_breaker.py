@@ -22,7 +22,6 @@ opens on a failure *ratio* over a sliding time window, given a minimum of calls:
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -58,6 +57,7 @@ from requests_resilience._errors import (
     refused_locally,
 )
 from requests_resilience._events import BreakerStateChange
+from requests_resilience._options import count, ratio, seconds
 from requests_resilience._redis import REDIS_TIMEOUT, connect
 from requests_resilience._telemetry import breaker_state_changed
 
@@ -190,33 +190,9 @@ def breaker_key_by_endpoint(call: Call) -> str:
 # -- options ---------------------------------------------------------------------------
 
 
-def _seconds(option: str, value: float | timedelta, low: float, high: float) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"CircuitBreaker {option} must be a number of seconds or a timedelta, got {value!r}"
-        raise ConfigurationError(msg)
-    if not low <= value <= high:
-        msg = f"CircuitBreaker {option} must be from {low:g} to {high:g} seconds, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
-
-
-def _ratio(option: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
-        msg = (
-            f"CircuitBreaker {option} must be a number more than 0.0 and at most 1.0, "
-            f"got {value!r}"
-        )
-        raise ConfigurationError(msg)
-    return float(value)
-
-
-def _int(option: str, value: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        msg = f"CircuitBreaker {option} must be an int from {low} to {high}, got {value!r}"
-        raise ConfigurationError(msg)
-    return value
+_seconds = functools.partial(seconds, "CircuitBreaker")
+_ratio = functools.partial(ratio, "CircuitBreaker")
+_int = functools.partial(count, "CircuitBreaker")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import math
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +57,7 @@ from requests_resilience._concurrency_storage import (
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConcurrencyLimitError, ConfigurationError, _safe_url
 from requests_resilience._forksafe import reinit_after_fork
+from requests_resilience._options import count, seconds
 from requests_resilience._redis import REDIS_TIMEOUT, AsyncFailover, connect
 
 if TYPE_CHECKING:
@@ -83,23 +84,8 @@ NO_WAIT = "no wait allowed"
 TIMED_OUT = "timed out"
 
 
-def _number(option: str, value: float | timedelta, low: float, high: float) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"ConcurrencyLimit {option} must be a number of seconds, got {value!r}"
-        raise ConfigurationError(msg)
-    if not low <= value <= high:
-        msg = f"ConcurrencyLimit {option} must be from {low:g} to {high:g} seconds, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
-
-
-def _integer(option: str, value: int, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        msg = f"ConcurrencyLimit {option} must be an int from {low} to {high}, got {value!r}"
-        raise ConfigurationError(msg)
-    return value
+_number = functools.partial(seconds, "ConcurrencyLimit")
+_integer = functools.partial(count, "ConcurrencyLimit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

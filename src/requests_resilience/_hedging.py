@@ -83,6 +83,8 @@ from requests_resilience._errors import (
 from requests_resilience._events import HedgeDetails
 from requests_resilience._forksafe import reinit_after_fork
 from requests_resilience._headers import copy_headers
+from requests_resilience._options import count as _count
+from requests_resilience._options import seconds as _seconds
 from requests_resilience._pipeline import Attempt, set_attempts
 from requests_resilience._retry import (
     Classifier,
@@ -109,25 +111,6 @@ _POLL = 0.001
 _DAY = 86_400.0
 #: Outcomes that end the call: another attempt would not change them.
 _ACCEPTABLE = frozenset({Outcome.SUCCESS, Outcome.FATAL})
-
-
-def _seconds(owner: str, option: str, value: object, low: float, high: float) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"{owner} {option} must be a number of seconds or a timedelta, got {value!r}"
-        raise ConfigurationError(msg)
-    if not low <= value <= high:
-        msg = f"{owner} {option} must be from {low:g} to {high:g} seconds, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
-
-
-def _count(owner: str, option: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        msg = f"{owner} {option} must be an int from {low} to {high}, got {value!r}"
-        raise ConfigurationError(msg)
-    return value
 
 
 # -- the adaptive delay -------------------------------------------------------------------

@@ -26,7 +26,6 @@ does not send its whole queue at the old pace.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -44,6 +43,7 @@ from requests_resilience._clock import Clock, SystemClock, sleep_async
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
 from requests_resilience._headers import header
+from requests_resilience._options import number, seconds
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
     AsyncBucketStorage,
@@ -91,18 +91,6 @@ def rate_limit_key_for(api_key: str) -> str:
 
 
 # -- options ---------------------------------------------------------------------------
-
-
-def _number(option: str, value: float | timedelta, low: float, high: float, unit: str) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"RateLimit {option} must be a number{unit}, got {value!r}"
-        raise ConfigurationError(msg)
-    if not low <= value <= high:
-        msg = f"RateLimit {option} must be from {low:g} to {high:g}{unit}, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,22 +412,22 @@ class RateLimit(Rebuilt):
         namespace: str = "requests_resilience:rate_limit",
         name: str = "rate_limit",
     ) -> None:
-        requests_n = _number("requests", requests, 0.0, 1_000_000.0, "")
+        requests_n = number("RateLimit", "requests", requests, 0.0, 1_000_000.0)
         if requests_n <= 0:
             msg = f"RateLimit requests must be more than 0 and at most 1000000, got {requests!r}"
             raise ConfigurationError(msg)
-        period_s = _number("period", period, 0.001, _DAY, " seconds")
+        period_s = seconds("RateLimit", "period", period, 0.001, _DAY)
         if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 1_000_000:
             msg = f"RateLimit burst must be an int from 1 to 1000000, got {burst!r}"
             raise ConfigurationError(msg)
-        headroom_f = _number("headroom", headroom, 0.1, 1.0, "")
+        headroom_f = number("RateLimit", "headroom", headroom, 0.1, 1.0)
         recovery_s = (
             3 * period_s
             if recovery is None
-            else _number("recovery", recovery, 0.001, _DAY, " seconds")
+            else seconds("RateLimit", "recovery", recovery, 0.001, _DAY)
         )
-        max_wait_s = _number("max_wait", max_wait, 0.0, _DAY, " seconds")
-        max_pause_s = _number("max_pause", max_pause, 0.0, _DAY, " seconds")
+        max_wait_s = seconds("RateLimit", "max_wait", max_wait, 0.0, _DAY)
+        max_pause_s = seconds("RateLimit", "max_pause", max_pause, 0.0, _DAY)
         if (
             isinstance(max_keys, bool)
             or not isinstance(max_keys, int)
@@ -447,8 +435,8 @@ class RateLimit(Rebuilt):
         ):
             msg = f"RateLimit max_keys must be an int from 1 to 10000000, got {max_keys!r}"
             raise ConfigurationError(msg)
-        timeout_s = _number("redis_timeout", redis_timeout, 0.001, 60.0, " seconds")
-        keep = _number("keep_on_throttle", keep_on_throttle, 0.1, 0.99, "")
+        timeout_s = seconds("RateLimit", "redis_timeout", redis_timeout, 0.001, 60.0)
+        keep = number("RateLimit", "keep_on_throttle", keep_on_throttle, 0.1, 0.99)
         if not isinstance(follow_headers, bool):
             msg = f"RateLimit follow_headers must be True or False, got {follow_headers!r}"
             raise ConfigurationError(msg)

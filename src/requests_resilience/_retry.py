@@ -39,7 +39,7 @@ retry after an open breaker's refusal takes no token: the breaker rations those.
 from __future__ import annotations
 
 import enum
-import math
+import functools
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +64,7 @@ from requests_resilience._errors import (
 )
 from requests_resilience._events import RetryDetails
 from requests_resilience._headers import copy_headers
+from requests_resilience._options import seconds
 from requests_resilience._parsing import (
     parse_rate_limit_headers,
     parse_retry_after,
@@ -146,18 +147,6 @@ RetryHook = Callable[[RetryDetails], None]
 _DEFAULT_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-def _seconds(option: str, value: float | timedelta, low: float, high: float) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"Retry {option} must be a number of seconds or a timedelta, got {value!r}"
-        raise ConfigurationError(msg)
-    if not low <= value <= high:
-        msg = f"Retry {option} must be from {low:g} to {high:g} seconds, got {value!r}"
-        raise ConfigurationError(msg)
-    return float(value)
-
-
 def cut_timeout(given: TimeoutValue, cap: float) -> TimeoutValue:
     """`given` (any form requests accepts) with each of its parts cut to at most `cap`.
 
@@ -181,6 +170,9 @@ def cut_timeout(given: TimeoutValue, cap: float) -> TimeoutValue:
 
 def _cut(part: float | None, cap: float) -> float:
     return cap if part is None else min(float(part), cap)
+
+
+_seconds = functools.partial(seconds, "Retry")
 
 
 def _seconds_of(part: object) -> float | None:

@@ -126,6 +126,20 @@ def test_header_names_go_out_as_the_caller_spelled_them(server: FakeVinciServer)
     assert spellings == [["User-Agent", "X-Call-Id"]] * 4
 
 
+def test_repeated_headers_no_policy_changed_go_out_as_given() -> None:
+    """Two X-Tag headers and a pipeline that changes none: both reach the transport."""
+    seen: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get_list("x-tag"))
+        return httpx.Response(200)
+
+    transport = ResilientTransport(Pipeline(StatusErrors()), httpx.MockTransport(answer))
+    with httpx.Client(transport=transport) as client:
+        client.get("https://api.example.com/v1/x", headers=[("X-Tag", "a"), ("X-Tag", "b")])
+    assert seen == [["a", "b"]]
+
+
 def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:
     """Twenty concurrent calls in one event loop, each retried through the same policies."""
     clock = FakeClock()

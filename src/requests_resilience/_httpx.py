@@ -55,11 +55,13 @@ class _RequestView(requests.PreparedRequest):
     source: httpx.Request
     source_url: str
     source_body: bytes | None
+    source_headers: dict[str, tuple[str, str]]  # the store the headers were built with
     extensions: Mapping[str, Any]
 
     def copy(self) -> _RequestView:
         view = _new_request_view(self.source, self.extensions)
         view.source_url, view.source_body = self.source_url, self.source_body
+        view.source_headers = self.source_headers
         view.method = self.method
         view.url = self.url
         view.headers = copy_headers(self.headers)
@@ -208,6 +210,7 @@ def _request_view(request: httpx.Request) -> _RequestView:
     view.method = request.method
     view.url = view.source_url = str(request.url)
     view.headers = _latin1_headers(request.headers.raw)
+    view.source_headers = dict(vars(view.headers)["_store"])
     view.body = view.source_body = request.content or None
     view.hooks = {"response": []}
     return view
@@ -257,7 +260,7 @@ def _wire_request(call: Call) -> httpx.Request:
     ``Host`` and ``Content-Length`` are among the view's.)
     """
     view = call.request
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in view.headers.items()]
+    headers = _wire_headers(view)
     if not isinstance(view, _RequestView):  # a policy made a request of its own
         body = view.body if isinstance(view.body, bytes | str) else None
         return httpx.Request(view.method or "GET", view.url or "", headers=headers, content=body)
@@ -274,6 +277,18 @@ def _wire_request(call: Call) -> httpx.Request:
     )
     wire.read()  # the source's bytes, already in memory: `content` as transports expect
     return wire
+
+
+def _wire_headers(view: requests.PreparedRequest) -> httpx.Headers | list[tuple[bytes, bytes]]:
+    """The attempt's headers for httpx: the source's own, if no policy changed them."""
+    headers: Any = view.headers
+    if (
+        isinstance(view, _RequestView)
+        and type(headers) is CaseInsensitiveDict
+        and vars(headers)["_store"] == view.source_headers
+    ):
+        return view.source.headers  # repeated headers kept, nothing to encode
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in view.headers.items()]
 
 
 def _translated(exc: httpx.TransportError, call: Call) -> BaseException:

@@ -15,10 +15,10 @@ from requests.sessions import REDIRECT_STATI
 
 from requests_resilience._bodies import MAX_ERROR_BODY, guard_stream, read_body
 from requests_resilience._deadline import (
-    WIRE,
     deadline_error,
     deadline_passed,
     install_pool_classes,
+    wire_deadline,
 )
 from requests_resilience._errors import (
     APIConnectTimeoutError,
@@ -190,13 +190,8 @@ class PipelineAdapter(HTTPAdapter):
         # gives it, as it did before the deadline held on the wire.
         left = max(call.deadline - call.clock.monotonic(), _MIN_ATTEMPT)
         deadline = time.monotonic() + left
-        # What `with wire_deadline(deadline):` does, without its object and calls.
-        previous = WIRE.deadline
-        WIRE.deadline = deadline
-        try:
+        with wire_deadline(deadline):
             return self._exchange(call, cut_timeout(call.timeout, left), deadline)
-        finally:
-            WIRE.deadline = previous
 
     def _exchange(self, call: Call, timeout: TimeoutValue, deadline: float | None) -> Response:
         """One request on the transport, and the body that is the pipeline's to read.

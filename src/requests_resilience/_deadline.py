@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEADLINE_POOL_CLASSES",
-    "WIRE",
     "DeadlineHTTPConnection",
     "DeadlineHTTPSConnection",
     "DeadlinePassedError",
@@ -88,9 +87,6 @@ class _Current(threading.local):
 
 
 _current = _Current()
-
-#: This thread's wire deadline, as `wire_deadline` sets it (the adapter sets it inline).
-WIRE = _current
 
 
 class wire_deadline:  # noqa: N801 - used like a function: ``with wire_deadline(...)``

@@ -163,17 +163,20 @@ class Call:
         # The frozen dataclass's generated __init__ goes through object.__setattr__
         # eleven times; the slots' own setters do the same work in half the time, and
         # a call is built for every request.
-        _SET_REQUEST(self, request)
-        _SET_STREAM(self, stream)
-        _SET_TIMEOUT(self, timeout)
-        _SET_VERIFY(self, verify)
-        _SET_CERT(self, cert)
-        _SET_PROXIES(self, proxies)
-        _SET_CLOCK(self, SystemClock() if clock is None else clock)
-        _SET_REDACTOR(self, redactor)
-        _SET_DEADLINE(self, deadline)
-        _SET_ATTEMPT(self, attempt)
-        _SET_HISTORY(self, history)
+        _fill(
+            self,
+            request,
+            stream,
+            timeout,
+            verify,
+            cert,
+            proxies,
+            SystemClock() if clock is None else clock,
+            redactor,
+            deadline,
+            attempt,
+            history,
+        )
 
     def evolve(
         self,
@@ -254,6 +257,25 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
     history, without the keyword parsing: a transport makes one per request.
     """
     call: Call = _NEW(Call)
+    _fill(call, request, stream, timeout, verify, cert, proxies, clock, redactor, None, 1, ())
+    return call
+
+
+def _fill(  # noqa: PLR0917 - one argument per field, positional for speed
+    call: Call,
+    request: PreparedRequest,
+    stream: bool,
+    timeout: TimeoutValue,
+    verify: bool | str,
+    cert: bytes | str | tuple[bytes | str, bytes | str] | None,
+    proxies: Mapping[str, str] | None,
+    clock: Clock,
+    redactor: Redactor,
+    deadline: float | None,
+    attempt: int,
+    history: tuple[Attempt, ...],
+) -> None:
+    """Set every field of a new `Call` through its slot's setter (it is frozen)."""
     _SET_REQUEST(call, request)
     _SET_STREAM(call, stream)
     _SET_TIMEOUT(call, timeout)
@@ -262,10 +284,9 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
     _SET_PROXIES(call, proxies)
     _SET_CLOCK(call, clock)
     _SET_REDACTOR(call, redactor)
-    _SET_DEADLINE(call, None)
-    _SET_ATTEMPT(call, 1)
-    _SET_HISTORY(call, ())
-    return call
+    _SET_DEADLINE(call, deadline)
+    _SET_ATTEMPT(call, attempt)
+    _SET_HISTORY(call, history)
 
 
 _HISTORY_ATTR = "_requests_resilience_attempts"

@@ -72,6 +72,18 @@ from requests_resilience.vinci import build_pipeline
 URL = "https://tryvinci.com/api/v1/billing/balance"
 KEY = "sk-bench-0123456789abcdef"
 BODY = b'{"balance": 10.0}'
+#: The headers of the canned answer: what the Vinci API (and nginx in `bench_wire`)
+#: sends with a balance, the rate-limit headers included, which `RateLimit` reads.
+ANSWER_HEADERS = {
+    "Server": "nginx",
+    "Date": "Fri, 04 Dec 2026 18:00:00 GMT",
+    "Content-Type": "application/json",
+    "Content-Length": str(len(BODY)),
+    "Connection": "keep-alive",
+    "X-RateLimit-Limit": "1000000",
+    "X-RateLimit-Remaining": "999999",
+    "X-RateLimit-Reset": "1796407260",
+}
 TARGETS = {"preset": 10.0, "empty": 1.0, "policy": 3.0, "refusal": 50.0, "threads": 1.2}
 
 
@@ -86,8 +98,7 @@ class StubAdapter(BaseAdapter):
         response = requests.Response()
         response.status_code = status
         response.reason = "OK" if status == 200 else "Service Unavailable"
-        response.headers["Content-Type"] = "application/json"
-        response.headers["Content-Length"] = str(len(BODY))
+        response.headers.update(ANSWER_HEADERS)
         response._content = BODY
         response._content_consumed = True  # type: ignore[attr-defined]
         response.url = URL
@@ -105,9 +116,7 @@ class StubTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """An httpx transport (sync and async) answering with one canned response."""
 
     def __init__(self) -> None:
-        self.response = httpx.Response(
-            200, headers={"Content-Type": "application/json"}, content=BODY
-        )
+        self.response = httpx.Response(200, headers=ANSWER_HEADERS, content=BODY)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         return self.response
@@ -145,9 +154,14 @@ def singles() -> dict[str, Callable[[], Pipeline]]:
 # --- one batch on each transport --------------------------------------------------------
 
 
+def _prepared() -> requests.PreparedRequest:
+    """The request as a `requests.Session` prepares it (its default headers included)."""
+    return requests.Session().prepare_request(requests.Request("GET", URL))
+
+
 def requests_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
     stub = StubAdapter()
-    prepared = requests.Request("GET", URL).prepare()
+    prepared = _prepared()
     send: Callable[..., Any] = (
         stub.send if pipeline is None else PipelineAdapter(pipeline, transport=stub).send
     )
@@ -163,7 +177,7 @@ def requests_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
 
 def httpx_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
     stub = StubTransport()
-    request = httpx.Request("GET", URL)
+    request = httpx.Client().build_request("GET", URL)
     transport: httpx.BaseTransport = (
         stub if pipeline is None else ResilientTransport(pipeline, stub)
     )
@@ -180,7 +194,7 @@ def httpx_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
 
 def async_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
     stub = StubTransport()
-    request = httpx.Request("GET", URL)
+    request = httpx.AsyncClient().build_request("GET", URL)
     transport: httpx.AsyncBaseTransport = (
         stub if pipeline is None else AsyncResilientTransport(pipeline, stub)
     )
@@ -245,7 +259,7 @@ def _refusing_breaker() -> Pipeline:
     breaker = CircuitBreaker(minimum_calls=5, window=60.0, break_duration=3600.0)
     pipeline = build_pipeline(api_key=KEY, rate_limit=unlimited(), breaker=breaker)
     adapter = PipelineAdapter(pipeline, transport=StubAdapter(503))
-    prepared = requests.Request("GET", URL).prepare()
+    prepared = _prepared()
     for _ in range(10):  # five 503s (5 attempts each) open it
         try:
             adapter.send(prepared)
@@ -257,7 +271,7 @@ def _refusing_breaker() -> Pipeline:
 def _rate_limited() -> Pipeline:
     pipeline = build_pipeline(api_key=KEY, rate_limit=RateLimit(1, period=3600.0, burst=1))
     adapter = PipelineAdapter(pipeline, transport=StubAdapter())
-    adapter.send(requests.Request("GET", URL).prepare())  # spends the one token
+    adapter.send(_prepared())  # spends the one token
     return pipeline
 
 
@@ -273,7 +287,7 @@ def _budget_empty() -> Pipeline:
 
 def refusal_runner(pipeline: Pipeline, status: int) -> Callable[[int], float]:
     adapter = PipelineAdapter(pipeline, transport=StubAdapter(status))
-    prepared = requests.Request("GET", URL).prepare()
+    prepared = _prepared()
 
     def batch(n: int) -> float:
         began = time.perf_counter()

@@ -37,6 +37,8 @@ from requests_resilience import (
 from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
 
+KEY = "sk-httpx-test-0123456789"
+
 BALANCE = "/billing/balance"
 
 
@@ -138,6 +140,68 @@ def test_repeated_headers_no_policy_changed_go_out_as_given() -> None:
     with httpx.Client(transport=transport) as client:
         client.get("https://api.example.com/v1/x", headers=[("X-Tag", "a"), ("X-Tag", "b")])
     assert seen == [["a", "b"]]
+
+
+class Recording(httpx.BaseTransport):
+    """The wrapped transport: keeps every request it is given, answers 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(200, headers={"X-RateLimit-Limit": "100"}, content=b"{}")
+
+
+def test_a_request_no_policy_changed_is_sent_as_the_client_made_it() -> None:
+    """Retry, breaker and rate limit change nothing of a GET: the very object goes out."""
+    inner = Recording()
+    pipeline = Pipeline(StatusErrors(), Retry(), CircuitBreaker(), RateLimit(100, period=1.0))
+    request = httpx.Client(timeout=10.0).build_request("GET", "https://api.example.com/v1/x")
+    response = ResilientTransport(pipeline, inner).handle_request(request)
+    assert response.status_code == 200
+    assert inner.requests == [request]
+    assert inner.requests[0] is request
+
+
+def test_changed_headers_are_applied_to_the_callers_others_untouched() -> None:
+    """An added Authorization goes out beside the caller's repeated X-Tag headers."""
+    inner = Recording()
+    transport = ResilientTransport(Pipeline(APIKeyAuth(KEY)), inner)
+    with httpx.Client(transport=transport) as client:
+        client.get("https://api.example.com/v1/x", headers=[("X-Tag", "a"), ("X-Tag", "b")])
+    (wire,) = inner.requests
+    assert wire.headers.get_list("x-tag") == ["a", "b"]
+    assert wire.headers["authorization"] == f"Bearer {KEY}"
+    assert [name for name, _ in wire.headers.raw][-1] == b"Authorization"
+
+
+def test_a_header_a_policy_sets_outside_ascii_goes_out_as_latin1() -> None:
+    """As on the requests path (http.client encodes Latin-1): the byte 0xE9 for 'é'."""
+    inner = Recording()
+
+    def tag(call: Call, next: Next) -> requests.Response:
+        call.request.headers["X-Name"] = "café"
+        return next(call)
+
+    ResilientTransport(Pipeline(tag), inner).handle_request(
+        httpx.Request("GET", "https://api.example.com/v1/x")
+    )
+    assert dict(inner.requests[0].headers.raw)[b"X-Name"] == b"caf\xe9"
+
+
+def test_a_removed_header_does_not_go_out() -> None:
+    """A policy that deletes one of the caller's headers: the wire request lacks it."""
+    inner = Recording()
+
+    def strip(call: Call, next: Next) -> requests.Response:
+        del call.request.headers["X-Secret"]
+        return next(call)
+
+    ResilientTransport(Pipeline(strip), inner).handle_request(
+        httpx.Request("GET", "https://api.example.com/v1/x", headers={"X-Secret": "s", "A": "1"})
+    )
+    assert [name for name, _ in inner.requests[0].headers.raw] == [b"Host", b"A"]
 
 
 def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:

@@ -55,16 +55,75 @@ class _RequestView(requests.PreparedRequest):
     source: httpx.Request
     source_url: str
     source_body: bytes | None
-    source_headers: dict[str, tuple[str, str]]  # the store the headers were built with
+    source_timeout: TimeoutValue  # the attempt timeout the source's extensions give
     extensions: Mapping[str, Any]
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[str]:
+        """The attempt's headers, decoded from the source's when first asked for.
+
+        A pipeline whose policies never look at the request's headers (the empty one,
+        a breaker, a rate limit) then sends the source's own, never decoded.
+        """
+        attributes = self.__dict__
+        headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
+        if headers is None:
+            headers = attributes["_headers"] = _latin1_headers(self.source.headers.raw)
+            attributes["_source_store"] = dict(vars(headers)["_store"])
+        return headers
+
+    @headers.setter
+    def headers(self, value: CaseInsensitiveDict[str]) -> None:
+        attributes = self.__dict__
+        attributes["_headers"] = value
+        if "_source_store" not in attributes:  # set before it was read: changed
+            attributes["_source_store"] = None
+
+    def headers_unchanged(self) -> bool:
+        """Whether the attempt's headers are still the source request's own."""
+        attributes = self.__dict__
+        headers: Any = attributes.get("_headers")
+        if headers is None:
+            return True  # never decoded, so never changed
+        return type(headers) is CaseInsensitiveDict and (
+            vars(headers)["_store"] == attributes["_source_store"]
+        )
+
+    def changed_headers(self) -> httpx.Headers | None:
+        """The source's headers with the policies' changes applied, or None if unknown.
+
+        None when the headers were replaced by another kind of map, or set before they
+        were first read (then there is no record of what the source had), or when a
+        changed header is not ASCII (httpx would not encode it as Latin-1).
+        """
+        attributes = self.__dict__
+        headers: Any = attributes.get("_headers")
+        before: dict[str, tuple[str, str]] | None = attributes.get("_source_store")
+        if before is None or type(headers) is not CaseInsensitiveDict:
+            return None
+        after: dict[str, tuple[str, str]] = vars(headers)["_store"]
+        wire = httpx.Headers(self.source.headers)
+        for key, (name, value) in after.items():
+            if before.get(key) != (name, value):
+                if not (name.isascii() and value.isascii()):
+                    return None  # httpx would encode it otherwise than as Latin-1
+                wire[name] = value
+        if not after.keys() >= before.keys():
+            for key in before.keys() - after.keys():
+                del wire[before[key][0]]
+        return wire
 
     def copy(self) -> _RequestView:
         view = _new_request_view(self.source, self.extensions)
         view.source_url, view.source_body = self.source_url, self.source_body
-        view.source_headers = self.source_headers
+        view.source_timeout = self.source_timeout
         view.method = self.method
         view.url = self.url
-        view.headers = copy_headers(self.headers)
+        attributes = self.__dict__
+        if "_headers" in attributes:  # else the copy decodes the source's when asked
+            copied = vars(view)
+            copied["_headers"] = copy_headers(attributes["_headers"])
+            copied["_source_store"] = attributes["_source_store"]
         view.body = self.body
         view.hooks = self.hooks
         return view
@@ -101,7 +160,11 @@ class _Raw:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._chunks: Iterator[bytes] | None = None
-        self.version = 20 if response.http_version == "HTTP/2" else 11
+
+    @property
+    def version(self) -> int:
+        """The HTTP version as http.client numbers it (11, 20), as spans report it."""
+        return 20 if self.response.http_version == "HTTP/2" else 11
 
     def stream(self, amt: int = 65536, decode_content: bool = True) -> Iterator[bytes]:
         yield from self.response.iter_bytes(amt)
@@ -145,6 +208,35 @@ class _ResponseView(requests.Response):
     """
 
     httpx: httpx.Response
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[str]:
+        """The response's headers, decoded when a policy first asks for them."""
+        attributes = self.__dict__
+        headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
+        if headers is None:
+            headers = attributes["_headers"] = _latin1_headers(self.httpx.headers.raw)
+        return headers
+
+    @headers.setter
+    def headers(self, value: CaseInsensitiveDict[str]) -> None:
+        self.__dict__["_headers"] = value
+
+    @property
+    def raw(self) -> Any:
+        """The file-like body reader over the httpx stream, made when first asked for."""
+        attributes = self.__dict__
+        raw = attributes.get("_raw")
+        if raw is None:
+            response = self.httpx
+            raw = attributes["_raw"] = (
+                _AsyncRaw(response) if attributes["_asynchronous"] else _Raw(response)
+            )
+        return raw
+
+    @raw.setter
+    def raw(self, value: Any) -> None:
+        self.__dict__["_raw"] = value
 
     @property
     def reason(self) -> str:
@@ -206,11 +298,11 @@ class _ResponseView(requests.Response):
 
 def _request_view(request: httpx.Request) -> _RequestView:
     """The view of a request whose body was read (every attempt replays those bytes)."""
-    view = _new_request_view(request, request.extensions)
+    extensions = request.extensions
+    view = _new_request_view(request, extensions)
     view.method = request.method
     view.url = view.source_url = str(request.url)
-    view.headers = _latin1_headers(request.headers.raw)
-    view.source_headers = dict(vars(view.headers)["_store"])
+    view.source_timeout = _timeout_of(extensions)
     view.body = view.source_body = request.content or None
     view.hooks = {"response": []}
     return view
@@ -221,15 +313,18 @@ def _response_view(
 ) -> _ResponseView:
     """The requests-shaped view of an httpx response (its body left unread)."""
     view: _ResponseView = _NEW(_ResponseView)
-    vars(view).update(_content=False, _content_consumed=False, _next=None)  # Response's own
-    view.status_code = response.status_code
-    view.headers = _latin1_headers(response.headers.raw)
-    view.url = request.url or ""
-    view.request = request
-    view.raw = _AsyncRaw(response) if asynchronous else _Raw(response)
-    view.history = []
-    view.elapsed = _NO_TIME
-    view.httpx = response
+    vars(view).update(  # Response's own, and the lazy headers' and raw's
+        _content=False,
+        _content_consumed=False,
+        _next=None,
+        status_code=response.status_code,
+        url=request.url or "",
+        request=request,
+        history=[],
+        elapsed=_NO_TIME,
+        httpx=response,
+        _asynchronous=asynchronous,
+    )
     return view
 
 
@@ -241,7 +336,7 @@ def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
     return first_call(
         view,
         True,
-        _timeout_of(view.extensions),
+        view.source_timeout,
         True,
         None,
         None,
@@ -265,8 +360,20 @@ def _wire_request(call: Call) -> httpx.Request:
         body = view.body if isinstance(view.body, bytes | str) else None
         return httpx.Request(view.method or "GET", view.url or "", headers=headers, content=body)
     source = view.source
-    url: httpx.URL | str = source.url if view.url == view.source_url else (view.url or "")
-    extensions = _with_timeout(view.extensions, call.timeout)
+    same_url = view.url == view.source_url
+    same_timeout = call.timeout is view.source_timeout
+    if (
+        same_url
+        and same_timeout
+        and headers is source.headers
+        and view.body is view.source_body
+        and view.method == source.method
+    ):
+        return source  # no policy changed anything: the request as the client made it
+    url: httpx.URL | str = source.url if same_url else (view.url or "")
+    extensions = (
+        dict(view.extensions) if same_timeout else _with_timeout(view.extensions, call.timeout)
+    )
     if view.body is not view.source_body:
         body = view.body if isinstance(view.body, bytes | str) else None
         return httpx.Request(
@@ -280,14 +387,18 @@ def _wire_request(call: Call) -> httpx.Request:
 
 
 def _wire_headers(view: requests.PreparedRequest) -> httpx.Headers | list[tuple[bytes, bytes]]:
-    """The attempt's headers for httpx: the source's own, if no policy changed them."""
-    headers: Any = view.headers
-    if (
-        isinstance(view, _RequestView)
-        and type(headers) is CaseInsensitiveDict
-        and vars(headers)["_store"] == view.source_headers
-    ):
-        return view.source.headers  # repeated headers kept, nothing to encode
+    """The attempt's headers for httpx: the source's own, if no policy changed them.
+
+    If policies changed some (an ``Authorization`` set, a ``traceparent`` injected),
+    the source's are copied and only the changes applied: the headers no policy
+    touched keep their bytes (and their repeats) without being encoded again.
+    """
+    if isinstance(view, _RequestView):
+        if view.headers_unchanged():
+            return view.source.headers  # repeated headers kept, nothing to encode
+        changed = view.changed_headers()
+        if changed is not None:
+            return changed
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in view.headers.items()]
 
 

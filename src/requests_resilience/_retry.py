@@ -168,6 +168,23 @@ def cut_timeout(given: TimeoutValue, cap: float) -> TimeoutValue:
     return min(float(given), cap)
 
 
+def _within(given: TimeoutValue, left: float) -> bool:
+    """Whether `given` (seconds or ``(connect, read)``) is already no longer than `left`.
+
+    Then cutting it to `left` changes nothing, and the attempt keeps the very value the
+    caller gave (a transport can then send the caller's request as it is).
+    """
+    if isinstance(given, tuple):
+        connect, read = given
+        return (
+            isinstance(connect, int | float)
+            and isinstance(read, int | float)
+            and connect <= left
+            and read <= left
+        )
+    return isinstance(given, int | float) and given <= left
+
+
 def _cut(part: float | None, cap: float) -> float:
     return cap if part is None else min(float(part), cap)
 
@@ -390,9 +407,8 @@ class Retry:
         given = call.timeout
         if (
             self.attempt_timeout is None
-            and isinstance(given, int | float)
             and deadline is not None
-            and given <= deadline - now
+            and _within(given, deadline - now)
         ):
             return call.evolve(deadline=deadline)  # the timeout is within the deadline
         return call.evolve(

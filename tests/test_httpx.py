@@ -34,6 +34,7 @@ from requests_resilience import (
     attempts_of,
     mount,
 )
+from requests_resilience._headers import header
 from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
 
@@ -202,6 +203,28 @@ def test_a_removed_header_does_not_go_out() -> None:
         httpx.Request("GET", "https://api.example.com/v1/x", headers={"X-Secret": "s", "A": "1"})
     )
     assert [name for name, _ in inner.requests[0].headers.raw] == [b"Host", b"A"]
+
+
+def test_response_headers_read_one_by_one_or_as_a_map_agree() -> None:
+    """`header()` (undecoded lookups) and the map give the same values: last repeat, Latin-1."""
+    seen: dict[str, object] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = [(b"X-Rep", b"1"), (b"x-rep", b"2"), (b"X-Name", b"caf\xe9")]
+        return httpx.Response(200, headers=headers)
+
+    def read(call: Call, next: Next) -> requests.Response:
+        response = next(call)
+        seen["one by one"] = [header(response.headers, n) for n in ("x-rep", "x-name", "x-no")]
+        seen["as a map"] = [response.headers.get(n) for n in ("X-Rep", "X-Name", "X-No")]
+        seen["after"] = [header(response.headers, n) for n in ("x-rep", "x-name", "x-no")]
+        return response
+
+    ResilientTransport(Pipeline(read), httpx.MockTransport(answer)).handle_request(
+        httpx.Request("GET", "https://api.example.com/v1/x")
+    )
+    expected = ["2", "caf\xe9", None]
+    assert seen == {"one by one": expected, "as a map": expected, "after": expected}
 
 
 def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:

@@ -68,7 +68,7 @@ class _RequestView(requests.PreparedRequest):
         attributes = self.__dict__
         headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
         if headers is None:
-            headers = attributes["_headers"] = _latin1_headers(self.source.headers.raw)
+            headers = attributes["_headers"] = _latin1_headers(self.source.headers)
             attributes["_source_store"] = dict(vars(headers)["_store"])
         return headers
 
@@ -140,18 +140,65 @@ def _new_request_view(source: httpx.Request, extensions: Mapping[str, Any]) -> _
 _NEW = object.__new__
 
 
-def _latin1_headers(raw: list[tuple[bytes, bytes]]) -> CaseInsensitiveDict[str]:
-    """A `CaseInsensitiveDict` of raw header bytes, built straight into its store.
+def _triples(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
+    """The header list httpx keeps: (name as sent, lowered name, value), all bytes.
+
+    `httpx.Headers` keeps the lowered name beside each header (its ``_list``, the same
+    layout since httpx 0.18); read from there, no name is lowered again. Should a
+    release change that, the public ``raw`` pairs give the same triples.
+    """
+    triples: list[tuple[bytes, bytes, bytes]] | None = getattr(headers, "_list", None)
+    if triples is None:
+        triples = [(name, name.lower(), value) for name, value in headers.raw]
+    return triples
+
+
+def _latin1_store(headers: httpx.Headers) -> dict[str, tuple[str, str]]:
+    """A `CaseInsensitiveDict` store of httpx headers, decoded as Latin-1.
 
     The last of repeated headers wins, as ``CaseInsensitiveDict(pairs)`` would keep it.
     """
-    store: dict[str, tuple[str, str]] = {}
-    for name, value in raw:
-        text = name.decode("latin-1")
-        store[text.lower()] = (text, value.decode("latin-1"))
-    headers: Any = _NEW(CaseInsensitiveDict)
-    headers._store = store
-    return headers  # type: ignore[no-any-return]
+    return {
+        lowered.decode("latin-1"): (name.decode("latin-1"), value.decode("latin-1"))
+        for name, lowered, value in _triples(headers)
+    }
+
+
+def _latin1_headers(headers: httpx.Headers) -> CaseInsensitiveDict[str]:
+    """A `CaseInsensitiveDict` of httpx headers, built straight into its store."""
+    built: Any = _NEW(CaseInsensitiveDict)
+    built._store = _latin1_store(headers)
+    return built  # type: ignore[no-any-return]
+
+
+class _LazyHeaders(CaseInsensitiveDict[str]):
+    """A response's headers as a `CaseInsensitiveDict`, decoded when first used as one.
+
+    `header` (what the policies use to read one header) finds a value in httpx's
+    list without decoding the others: a rate limit reads two headers of every answer.
+    """
+
+    def __init__(self, source: httpx.Headers) -> None:  # no store yet: see __getattr__
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_store":
+            raise AttributeError(name)
+        store = self.__dict__["_store"] = _latin1_store(self._source)
+        return store
+
+    def lowered_lookup(self, lowered: str) -> str | None:
+        """The value of the header named `lowered` (in lower case), or None."""
+        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
+        if store is not None:
+            item = store.get(lowered)
+            return None if item is None else item[1]
+        wanted = lowered.encode("latin-1")
+        found: bytes | None = None
+        for _, name, value in _triples(self._source):
+            if name == wanted:
+                found = value  # the last of repeated headers, as the store keeps
+        return None if found is None else found.decode("latin-1")
 
 
 class _Raw:
@@ -215,7 +262,7 @@ class _ResponseView(requests.Response):
         attributes = self.__dict__
         headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
         if headers is None:
-            headers = attributes["_headers"] = _latin1_headers(self.httpx.headers.raw)
+            headers = attributes["_headers"] = _LazyHeaders(self.httpx.headers)
         return headers
 
     @headers.setter
@@ -370,10 +417,18 @@ def _wire_request(call: Call) -> httpx.Request:
         and view.method == source.method
     ):
         return source  # no policy changed anything: the request as the client made it
-    url: httpx.URL | str = source.url if same_url else (view.url or "")
     extensions = (
         dict(view.extensions) if same_timeout else _with_timeout(view.extensions, call.timeout)
     )
+    if same_url and view.body is view.source_body and view.method == source.method:
+        # Only headers or timeouts changed: the source with those two replaced. (An
+        # `httpx.Request` is a plain object; its __init__ would parse nothing more here.)
+        wire: httpx.Request = _NEW(httpx.Request)
+        vars(wire).update(vars(source))
+        wire.headers = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
+        wire.extensions = extensions
+        return wire
+    url: httpx.URL | str = source.url if same_url else (view.url or "")
     if view.body is not view.source_body:
         body = view.body if isinstance(view.body, bytes | str) else None
         return httpx.Request(
@@ -431,7 +486,7 @@ def _result(response: requests.Response, request: httpx.Request) -> httpx.Respon
 def _timeout_of(extensions: Mapping[str, Any]) -> TimeoutValue:
     """The request's httpx timeouts as the (connect, read) pair the policies cut."""
     timeout = extensions.get("timeout")
-    if not isinstance(timeout, Mapping):
+    if type(timeout) is not dict and not isinstance(timeout, Mapping):  # httpx's is a dict
         return None
     return (timeout.get("connect"), timeout.get("read"))
 

@@ -239,30 +239,25 @@ async def _adrive(limit: RateLimit, steps: _Steps[_T]) -> _T:
         return done.value  # type: ignore[no-any-return]
 
 
-class _Plan:
-    """Where an attempt asks for its slot: the key, its cell, the clock, the wait allowed."""
-
-    __slots__ = ("allowed", "cell", "key", "now_of")
-
-    def __init__(self, key: str, cell: _Cell, now_of: Callable[[], float], allowed: float) -> None:
-        self.key, self.cell, self.now_of, self.allowed = key, cell, now_of, allowed
-
-
 class _Ticket:
-    """One attempt's place in the queue: its slot, the waits so far, and the rate."""
+    """One attempt's place in the queue: its key and cell, the waits so far, the rate.
+
+    Made by `RateLimit._plan` (where the slot is asked for, how long the attempt may
+    wait for it); `RateLimit._ticket` fills in the bucket's answer.
+    """
 
     __slots__ = ("allowed", "call", "cell", "checks", "key", "now_of", "rate", "waited")
 
-    def __init__(self, call: Call, plan: _Plan, wait: float, rate: float) -> None:
+    def __init__(
+        self, call: Call, key: str, cell: _Cell, now_of: Callable[[], float], allowed: float
+    ) -> None:
         self.call = call
-        self.cell, self.key, self.now_of, self.allowed = (
-            plan.cell,
-            plan.key,
-            plan.now_of,
-            plan.allowed,
-        )
-        self.waited = wait  # the reserved slot's wait counts from the start
-        self.rate = rate
+        self.key = key
+        self.cell = cell
+        self.now_of = now_of
+        self.allowed = allowed
+        self.waited = 0.0  # the reserved slot's wait counts from the start
+        self.rate = 0.0
         self.checks = 0
 
     def next_wait(self, limit: RateLimit) -> float | None:
@@ -585,9 +580,11 @@ class RateLimit(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
-        plan = self._plan(call)
-        reservation = plan.cell.bucket.reserve(plan.now_of(), self._settings.params, plan.allowed)
-        ticket = self._ticket(call, plan, reservation)
+        ticket = self._plan(call)
+        reservation = ticket.cell.bucket.reserve(
+            ticket.now_of(), self._settings.params, ticket.allowed
+        )
+        self._ticket(ticket, reservation)
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
@@ -609,10 +606,10 @@ class RateLimit(Rebuilt):
         A shared bucket is stepped through redis-py's asyncio client (the same hash and
         scripts as `send`); other tasks run while this one waits.
         """
-        plan = self._plan(call)
-        face = self._async_face(plan.key, plan.cell)
-        reservation = await face.reserve(plan.now_of(), self._settings.params, plan.allowed)
-        ticket = self._ticket(call, plan, reservation)
+        ticket = self._plan(call)
+        face = self._async_face(ticket.key, ticket.cell)
+        reservation = await face.reserve(ticket.now_of(), self._settings.params, ticket.allowed)
+        self._ticket(ticket, reservation)
         try:
             wait = ticket.next_wait(self)
             while wait is not None:
@@ -634,7 +631,7 @@ class RateLimit(Rebuilt):
             face = cell.async_bucket = self._async_bucket(key)
         return face
 
-    def _plan(self, call: Call) -> _Plan:
+    def _plan(self, call: Call) -> _Ticket:
         """Where this attempt's slot is asked for, and how long it may wait for it."""
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
@@ -649,16 +646,16 @@ class RateLimit(Rebuilt):
             if left < allowed:
                 allowed = max(0.0, left)
         _instruments()  # registers the rate gauge once a meter provider records
-        return _Plan(key, cell, now_of, allowed)
+        return _Ticket(call, key, cell, now_of, allowed)
 
-    def _ticket(self, call: Call, plan: _Plan, reservation: Reservation) -> _Ticket:
-        """The bucket's answer to `plan`: a ticket (with its wait), or a local refusal."""
-        cell = plan.cell
-        cell.rate = reservation.rate
+    def _ticket(self, ticket: _Ticket, reservation: Reservation) -> None:
+        """Give `ticket` the bucket's answer (its wait and rate), or refuse it locally."""
+        cell = ticket.cell
+        cell.rate = ticket.rate = reservation.rate
         if not reservation.granted:
-            by_deadline = plan.allowed < self._settings.max_wait
-            self._refuse(call, cell, plan.key, reservation.wait, by_deadline=by_deadline)
-        return _Ticket(call, plan, reservation.wait, reservation.rate)
+            by_deadline = ticket.allowed < self._settings.max_wait
+            self._refuse(ticket.call, cell, ticket.key, reservation.wait, by_deadline=by_deadline)
+        ticket.waited = reservation.wait
 
     def _recheck(self, ticket: _Ticket) -> _Steps[float | None]:
         """After a wait: the next wait (a pause, a lower rate begun meanwhile), or None.

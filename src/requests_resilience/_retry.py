@@ -349,27 +349,17 @@ class Retry:
         and sleeps as it is told, like tenacity's ``Retrying`` around ``iter()``.
         """
         run = _Run(self, call)
+        action = _attempt(run, next, run.first_call(), run.start)
         clock = call.clock
-        action: _Send | _Wait | _Done = _Send(run.first_call())
-        while True:
-            if isinstance(action, _Send):
-                began = clock.monotonic()
-                try:
-                    response = next(action.call)
-                except requests.RequestException as exc:  # APIError is one
-                    action = run.observed(None, exc, began)
-                except BaseException:
-                    run.interrupted()
-                    raise
-                else:
-                    action = run.observed(response, None, began)
-            elif isinstance(action, _Wait):
+        while not isinstance(action, _Done):
+            if isinstance(action, _Wait):
                 if action.discard is not None:
                     _discard(action.discard)  # its connection goes back to the pool first
                 clock.sleep(action.seconds)
                 action = run.slept()
             else:
-                return action.result()
+                action = _attempt(run, next, action.call, clock.monotonic())
+        return action.result()
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
         """The asynchronous driver of the same `_Run`: awaits the sends and the waits.
@@ -377,27 +367,17 @@ class Retry:
         Cancellation (like Ctrl-C in `send`) ends the call and gives a budget token back.
         """
         run = _Run(self, call)
+        action = await _aattempt(run, next, run.first_call(), run.start)
         clock = call.clock
-        action: _Send | _Wait | _Done = _Send(run.first_call())
-        while True:
-            if isinstance(action, _Send):
-                began = clock.monotonic()
-                try:
-                    response = await next(action.call)
-                except requests.RequestException as exc:  # APIError is one
-                    action = run.observed(None, exc, began)
-                except BaseException:
-                    run.interrupted()
-                    raise
-                else:
-                    action = run.observed(response, None, began)
-            elif isinstance(action, _Wait):
+        while not isinstance(action, _Done):
+            if isinstance(action, _Wait):
                 if action.discard is not None:
                     await _discard_async(action.discard)
                 await sleep_async(clock, action.seconds)
                 action = run.slept()
             else:
-                return action.result()
+                action = await _aattempt(run, next, action.call, clock.monotonic())
+        return action.result()
 
     # -- helpers --------------------------------------------------------------------
 
@@ -517,6 +497,30 @@ class Retry:
 
 
 # -- the decisions, apart from I/O --------------------------------------------------------
+
+
+def _attempt(run: _Run, next: Next, call: Call, began: float) -> _Send | _Wait | _Done:
+    """Send one attempt (begun at `began`) and let `run` decide what follows."""
+    try:
+        response = next(call)
+    except requests.RequestException as exc:  # APIError is one
+        return run.observed(None, exc, began)
+    except BaseException:
+        run.interrupted()  # Ctrl-C: the call ends, its budget token goes back
+        raise
+    return run.observed(response, None, began)
+
+
+async def _aattempt(run: _Run, next: AsyncNext, call: Call, began: float) -> _Send | _Wait | _Done:
+    """`_attempt` for async pipelines (a cancellation ends the call like Ctrl-C)."""
+    try:
+        response = await next(call)
+    except requests.RequestException as exc:
+        return run.observed(None, exc, began)
+    except BaseException:
+        run.interrupted()
+        raise
+    return run.observed(response, None, began)
 
 
 class _Send:

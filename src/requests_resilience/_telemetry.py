@@ -534,24 +534,25 @@ class PerProvider(Generic[_T]):
 
     def __init__(self, build: Callable[[metrics.Meter], _T]) -> None:
         self._build = build
-        self._cached: tuple[metrics.MeterProvider, _T] | None = None
+        self._cached: tuple[metrics.MeterProvider, _T | None] | None = None
         self._lock = threading.Lock()
 
     def get(self) -> _T | None:
         """The instruments of the current provider, or None while nothing records."""
         provider = _meter_provider()
-        if is_noop_meter_provider(provider):
-            return None
         cached = self._cached
         if cached is not None and cached[0] is provider:
-            return cached[1]
+            return cached[1]  # the hot path: the provider of the last call (no-op or not)
         with self._lock:
             cached = self._cached
             if cached is None or cached[0] is not provider:
-                meter = provider.get_meter(
-                    INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
-                )
-                cached = self._cached = (provider, self._build(meter))
+                built: _T | None = None
+                if not is_noop_meter_provider(provider):
+                    meter = provider.get_meter(
+                        INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
+                    )
+                    built = self._build(meter)
+                cached = self._cached = (provider, built)
             return cached[1]
 
 

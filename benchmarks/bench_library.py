@@ -2,7 +2,10 @@
 
 Each transport is run over a stub that returns a canned ``200`` at once, so what is left
 is the library's own time: the same stub is called bare in the same run, and the
-figure is (pipeline - bare) per call. Three transports:
+figure is (pipeline - bare) per call. The request is what a client builds (a
+`requests.Session`'s prepared request, an httpx client's request, with their default
+headers) and the answer carries the headers the Vinci API sends with a balance,
+``X-RateLimit-*`` included (a rate limit reads them on every answer). Three transports:
 
   requests      ``PipelineAdapter(pipeline, transport=stub).send(prepared)``
                 vs ``stub.send(prepared)``
@@ -72,6 +75,10 @@ from requests_resilience.vinci import build_pipeline
 URL = "https://tryvinci.com/api/v1/billing/balance"
 KEY = "sk-bench-0123456789abcdef"
 BODY = b'{"balance": 10.0}'
+#: The refusal rows' answers: no rate-limit headers, which would teach their one-token
+#: rate limit a higher limit (then it waits for a token instead of refusing), and
+#: let time pass that earns the empty budget tokens.
+PLAIN_HEADERS = {"Content-Type": "application/json", "Content-Length": str(len(BODY))}
 #: The headers of the canned answer: what the Vinci API (and nginx in `bench_wire`)
 #: sends with a balance, the rate-limit headers included, which `RateLimit` reads.
 ANSWER_HEADERS = {
@@ -93,12 +100,12 @@ TARGETS = {"preset": 10.0, "empty": 1.0, "policy": 3.0, "refusal": 50.0, "thread
 class StubAdapter(BaseAdapter):
     """A requests transport that answers every request with one canned response."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, headers: dict[str, str] = ANSWER_HEADERS) -> None:
         super().__init__()
         response = requests.Response()
         response.status_code = status
         response.reason = "OK" if status == 200 else "Service Unavailable"
-        response.headers.update(ANSWER_HEADERS)
+        response.headers.update(headers)
         response._content = BODY
         response._content_consumed = True  # type: ignore[attr-defined]
         response.url = URL
@@ -258,7 +265,7 @@ def library_time(*, rounds: int, n: int) -> dict[str, dict[str, float]]:
 def _refusing_breaker() -> Pipeline:
     breaker = CircuitBreaker(minimum_calls=5, window=60.0, break_duration=3600.0)
     pipeline = build_pipeline(api_key=KEY, rate_limit=unlimited(), breaker=breaker)
-    adapter = PipelineAdapter(pipeline, transport=StubAdapter(503))
+    adapter = PipelineAdapter(pipeline, transport=StubAdapter(503, PLAIN_HEADERS))
     prepared = _prepared()
     for _ in range(10):  # five 503s (5 attempts each) open it
         try:
@@ -270,7 +277,7 @@ def _refusing_breaker() -> Pipeline:
 
 def _rate_limited() -> Pipeline:
     pipeline = build_pipeline(api_key=KEY, rate_limit=RateLimit(1, period=3600.0, burst=1))
-    adapter = PipelineAdapter(pipeline, transport=StubAdapter())
+    adapter = PipelineAdapter(pipeline, transport=StubAdapter(200, PLAIN_HEADERS))
     adapter.send(_prepared())  # spends the one token
     return pipeline
 
@@ -286,7 +293,7 @@ def _budget_empty() -> Pipeline:
 
 
 def refusal_runner(pipeline: Pipeline, status: int) -> Callable[[int], float]:
-    adapter = PipelineAdapter(pipeline, transport=StubAdapter(status))
+    adapter = PipelineAdapter(pipeline, transport=StubAdapter(status, PLAIN_HEADERS))
     prepared = _prepared()
 
     def batch(n: int) -> float:

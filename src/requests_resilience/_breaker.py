@@ -544,9 +544,7 @@ class CircuitBreaker(Rebuilt):
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
-        storage = cell.storage
-        admission = storage.admit(_now(clock, storage.shared), self._settings.rules)
-        probe = self._admitted(key, cell, admission, call)
+        probe = self._admit(key, cell, call)
         began = self._started(clock)
         try:
             response = next(call)
@@ -567,6 +565,16 @@ class CircuitBreaker(Rebuilt):
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
+        if self._link is None:  # the state is in memory: stepped at once, nothing to await
+            probe = self._admit(key, cell, call)
+            began = self._started(clock)
+            try:
+                response = await next(call)
+            except BaseException as exc:
+                self._record(key, cell, exc, probe, clock, began=began)
+                raise
+            self._record(key, cell, response, probe, clock, began=began)
+            return response
         storage = self._async_face(key, cell)
         admission = await storage.admit(_now(clock, storage.shared), self._settings.rules)
         probe = self._admitted(key, cell, admission, call)
@@ -620,6 +628,12 @@ class CircuitBreaker(Rebuilt):
             now, self._settings.rules, failed=failed, probe=probe, slow=self._slow(clock, began)
         )
         self._counted(key, cell, failed, transition)
+
+    def _admit(self, key: str, cell: _Cell, call: Call) -> bool:
+        """Ask the (sync) storage to admit the call: refuse it, or say if it is the probe."""
+        storage = cell.storage
+        admission = storage.admit(_now(call.clock, storage.shared), self._settings.rules)
+        return self._admitted(key, cell, admission, call)
 
     def _admitted(self, key: str, cell: _Cell, admission: Admission, call: Call) -> bool:
         """Act on an admission: announce its transition, refuse, or say if it is the probe."""

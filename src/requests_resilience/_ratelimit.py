@@ -607,8 +607,12 @@ class RateLimit(Rebuilt):
         scripts as `send`); other tasks run while this one waits.
         """
         ticket = self._plan(call)
-        face = self._async_face(ticket.key, ticket.cell)
-        reservation = await face.reserve(ticket.now_of(), self._settings.params, ticket.allowed)
+        cell, params = ticket.cell, self._settings.params
+        if self._link is None:  # a bucket in memory: reserved at once, nothing to await
+            reservation = cell.bucket.reserve(ticket.now_of(), params, ticket.allowed)
+        else:
+            face = self._async_face(ticket.key, cell)
+            reservation = await face.reserve(ticket.now_of(), params, ticket.allowed)
         self._ticket(ticket, reservation)
         try:
             wait = ticket.next_wait(self)

@@ -479,7 +479,8 @@ _unset: dict[str, Any] = {}  # the getters' answers while no provider is set
 
 def global_tracer_provider() -> trace.TracerProvider:
     """The global tracer provider, as `trace.get_tracer_provider()` returns it."""
-    provider = _TRACE_GLOBALS.get("_TRACER_PROVIDER") if _READABLE else None
+    # Set by the application, else the API's answer kept while unset (see `_while_unset`).
+    provider = _TRACE_GLOBALS.get("_TRACER_PROVIDER") or _unset.get("trace")
     if provider is not None:
         return provider  # type: ignore[no-any-return]
     return _while_unset("trace", trace.get_tracer_provider)  # type: ignore[no-any-return]
@@ -487,7 +488,7 @@ def global_tracer_provider() -> trace.TracerProvider:
 
 def global_meter_provider() -> metrics.MeterProvider:
     """The global meter provider, as `metrics.get_meter_provider()` returns it."""
-    provider = _METRICS_GLOBALS.get("_METER_PROVIDER") if _READABLE else None
+    provider = _METRICS_GLOBALS.get("_METER_PROVIDER") or _unset.get("metrics")
     if provider is not None:
         return provider  # type: ignore[no-any-return]
     return _while_unset("metrics", metrics.get_meter_provider)  # type: ignore[no-any-return]

@@ -32,6 +32,12 @@ Local refusals (requests transport, µs per call, nothing reaches the stub):
 Threads: the full preset on the requests transport at 1, 4 and 16 threads sharing one
 adapter: wall time x threads / calls, the bare stub's subtracted the same way.
 
+For scale: ``requests.Session.get`` over the same stub, bare and mounted with the
+preset (µs per call above the stub's own send): what requests itself spends per call
+in the same hot loop. `bench_wire` splits a call on the wire the same way (in the
+transport, outside it), where the same code runs with cold caches after every wait
+for the network and costs several times as much.
+
 Method: rounds of batches; in every round each variant runs one batch, in a shuffled
 order (a shared 2-core machine drifts; interleaving makes the drift hit all alike).
 Reported: the median over rounds of µs per call above the bare stub of that round.
@@ -355,6 +361,40 @@ def threads(*, rounds: int, n: int) -> dict[str, float]:
     return out
 
 
+# --- a reference: requests' own work ----------------------------------------------------
+
+
+def session_runner(pipeline: Pipeline | None) -> Callable[[int], float]:
+    """``requests.Session.get`` over the stub: the Session's own work around a send."""
+    session = requests.Session()
+    stub = StubAdapter()
+    session.mount(
+        "https://", stub if pipeline is None else PipelineAdapter(pipeline, transport=stub)
+    )
+
+    def batch(n: int) -> float:
+        began = time.perf_counter()
+        for _ in range(n):
+            session.get(URL, timeout=30)
+        return time.perf_counter() - began
+
+    return batch
+
+
+def reference(*, rounds: int, n: int) -> dict[str, float]:
+    """µs per call of ``Session.get`` bare and with the preset, over the bare stub's send.
+
+    For scale: what requests itself spends per call (preparing the request, merging
+    settings, cookies, hooks) in the same hot loop as the figures above.
+    """
+    batches = {
+        "stub": requests_runner(None),
+        "Session.get": session_runner(None),
+        "Session.get + preset": session_runner(preset()),
+    }
+    return above(interleaved(batches, rounds=rounds, n=n), "stub")
+
+
 # --- the report -------------------------------------------------------------------------
 
 
@@ -367,7 +407,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     library = library_time(rounds=args.rounds, n=args.batch)
     refused = refusals(rounds=args.rounds, n=args.batch // 4)
     threaded = threads(rounds=args.rounds, n=args.batch)
-    out = {"library": library, "refusals": refused, "threads": threaded, "targets": TARGETS}
+    scale = reference(rounds=args.rounds, n=args.batch // 4)
+    out = {
+        "library": library,
+        "refusals": refused,
+        "threads": threaded,
+        "reference": scale,
+        "targets": TARGETS,
+    }
     print(_report(out))
     path = write("library", out)
     from benchmarks import plot  # matplotlib only when there is something to draw
@@ -388,6 +435,8 @@ def _report(out: dict[str, Any]) -> str:
     threaded = out["threads"]
     rows = [[count, value, value / threaded["1"]] for count, value in threaded.items()]
     lines.append(table(["threads (preset, requests)", "µs per call", "x 1 thread"], rows))
+    scale = [[name, value] for name, value in out["reference"].items()]
+    lines += ["", table(["for scale: requests itself", "µs per call above the stub"], scale)]
     return "\n".join(lines)
 
 

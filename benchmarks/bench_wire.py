@@ -272,10 +272,45 @@ def _wait_ready(server: subprocess.Popen[bytes], url: str) -> bool:
 # -- the variants ----------------------------------------------------------------------
 
 
+class TimedAdapter(BaseAdapter):
+    """The shared `HTTPAdapter`, with the seconds each call spends inside it recorded.
+
+    Each requests variant of phase ``wire`` sends through one of these (bare and preset
+    alike, one frame more for each), so that a call's latency splits into the time in
+    the transport (urllib3, the socket, the server) and the time outside it (the
+    Session's own work, and the pipeline's).
+    """
+
+    def __init__(self, inner: HTTPAdapter) -> None:
+        super().__init__()
+        self.inner = inner
+        self.spent: list[float] = []
+
+    def send(  # the signature requests calls
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        clock = time.perf_counter
+        began = clock()
+        try:
+            return self.inner.send(request, stream, timeout, verify, cert, proxies)
+        finally:
+            self.spent.append(clock() - began)
+
+    def close(self) -> None:
+        pass  # the inner adapter is closed with the phase
+
+
 class Variant:
     """One way of sending the request, and its latencies.
 
-    `run` sends `n` calls and returns their latencies in seconds.
+    `run` sends `n` calls and returns their latencies in seconds; `timed`, if given,
+    records the time each of them spent in the transport.
     """
 
     def __init__(
@@ -284,11 +319,13 @@ class Variant:
         transport: str,
         run: Callable[[int], list[float]],
         reset: Callable[[], None] | None = None,
+        timed: TimedAdapter | None = None,
     ) -> None:
         self.name = name
         self.transport = transport
         self.run = run
         self.reset = reset
+        self.timed = timed
         self.samples: list[float] = []
         self.round_medians: list[float] = []
         self.round_p99s: list[float] = []
@@ -386,13 +423,15 @@ def wire_variants(base_url: str, loop: asyncio.AbstractEventLoop, closer: Closer
     adapter = HTTPAdapter(max_retries=0)
     closer.closers.append(adapter.close)
     for name in ("bare", "bare (A/A)"):
+        timed = TimedAdapter(adapter)
         session = requests.Session()
         session.headers.update(auth)
-        session.mount(base_url + "/", adapter)
-        variants.append(Variant(name, "requests", _requests_runner(session, url)))
+        session.mount(base_url + "/", timed)
+        variants.append(Variant(name, "requests", _requests_runner(session, url), timed=timed))
     preset = closer.presets["requests"] = _preset(base_url)
-    session = mount(requests.Session(), base_url + "/", preset, transport=adapter)
-    variants.append(Variant("preset", "requests", _requests_runner(session, url)))
+    timed = TimedAdapter(adapter)
+    session = mount(requests.Session(), base_url + "/", preset, transport=timed)
+    variants.append(Variant("preset", "requests", _requests_runner(session, url), timed=timed))
 
     inner = httpx.HTTPTransport()
     closer.closers.append(inner.close)
@@ -609,6 +648,7 @@ def summarise(variants: list[Variant]) -> dict[str, dict[str, Any]]:
                 v - b for v, b in zip(variant.round_medians, bare.round_medians, strict=True)
             ]
             rows[variant.name] = {
+                **_split(variant),
                 "calls": len(variant.samples),
                 "median_us": round(median * 1e6, 1),
                 "p99_us": round(pooled_p99 * 1e6, 1),
@@ -628,6 +668,20 @@ def summarise(variants: list[Variant]) -> dict[str, dict[str, Any]]:
             }
         out[transport] = rows
     return out
+
+
+def _split(variant: Variant) -> dict[str, float]:
+    """A timed variant's median µs per call in the transport and outside it."""
+    if variant.timed is None:
+        return {}
+    inside = variant.timed.spent[-len(variant.samples) :]  # the warm-up's came first
+    if len(inside) != len(variant.samples):
+        return {}  # an attempt more than calls (a retry): no one-to-one split
+    outside = [total - part for total, part in zip(variant.samples, inside, strict=True)]
+    return {
+        "in_transport_us": round(statistics.median(inside) * 1e6, 1),
+        "outside_transport_us": round(statistics.median(outside) * 1e6, 1),
+    }
 
 
 def sdk_figures(rows: dict[str, Any]) -> dict[str, Any]:
@@ -746,6 +800,14 @@ def report(data: dict[str, Any]) -> None:
         f" p99 <= {targets['p99_ratio']}x bare)"
     )
     print(table(headers, rows))
+    split = [
+        [name, v["in_transport_us"], v["outside_transport_us"]]
+        for name, v in data["wire"]["requests"].items()
+        if "in_transport_us" in v
+    ]
+    if split:
+        print("\nrequests: where a call's time goes (median µs per call)")
+        print(table(["variant", "in HTTPAdapter.send", "outside it (Session, pipeline)"], split))
     sdk = data["sdk"]
     rows = [
         [name, v["calls"], v["median_us"], v["p99_us"], v["over_bare_us"]]

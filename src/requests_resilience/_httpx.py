@@ -628,7 +628,10 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Run the pipeline for one request, as `httpx.AsyncClient.send` asks."""
-        await request.aread()
+        try:
+            request.content  # noqa: B018 - in memory already (httpx reads bytes bodies at once)?
+        except httpx.RequestNotRead:  # a streamed body: read it (once) to replay it
+            await request.aread()
         view = _request_view(request)
         return _result(await self._handler(_call_of(view, self._pipeline)), request)
 

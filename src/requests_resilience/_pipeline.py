@@ -422,8 +422,10 @@ def _link_async(policy: Policy, next_step: AsyncNext) -> AsyncNext:
         )
         raise ConfigurationError(msg)
 
-    async def step(call: Call) -> Response:
-        return await asend(call, next_step)  # type: ignore[no-any-return]
+    def step(call: Call) -> Awaitable[Response]:
+        # The policy's coroutine itself, for the caller to await: no coroutine of
+        # our own around it (one frame less per policy and attempt).
+        return asend(call, next_step)  # type: ignore[no-any-return]
 
     return step
 

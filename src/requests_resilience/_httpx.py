@@ -12,8 +12,10 @@ httpx sends every request through a transport (``httpx.Client(transport=...)`` o
 The policies see each attempt through the neutral view they already know: a
 `requests.PreparedRequest` carrying the attempt's method, URL, headers and body, and a
 `requests.Response` over the httpx response (status, headers, reason, a body read only
-when a policy asks, boundedly). The view is built once per attempt from httpx's own
-objects; the httpx response itself is what `Client.send` returns. Failures of the wire
+when a policy asks, boundedly). The view is built once per attempt over httpx's own
+objects and decodes nothing until a policy reads it: an attempt no policy changed goes
+out as the very request the client made, and the httpx response itself is what
+`Client.send` returns. Failures of the wire
 become this library's errors, as on the requests path (`APIConnectionError` and its
 family), with the httpx exception as their ``__cause__``.
 """

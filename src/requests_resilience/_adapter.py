@@ -18,7 +18,7 @@ from requests_resilience._deadline import (
     deadline_error,
     deadline_passed,
     install_pool_classes,
-    wire_deadline,
+    swap_wire_deadline,
 )
 from requests_resilience._errors import (
     APIConnectTimeoutError,
@@ -190,8 +190,11 @@ class PipelineAdapter(HTTPAdapter):
         # gives it, as it did before the deadline held on the wire.
         left = max(call.deadline - call.clock.monotonic(), _MIN_ATTEMPT)
         deadline = time.monotonic() + left
-        with wire_deadline(deadline):
+        previous = swap_wire_deadline(deadline)
+        try:
             return self._exchange(call, cut_timeout(call.timeout, left), deadline)
+        finally:
+            swap_wire_deadline(previous)
 
     def _exchange(self, call: Call, timeout: TimeoutValue, deadline: float | None) -> Response:
         """One request on the transport, and the body that is the pipeline's to read.

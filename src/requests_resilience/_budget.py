@@ -113,6 +113,10 @@ class _Settings:
     max_tokens: float
     window: float
     min_requests: int
+    bucket_width: float = field(init=False)  # the window's buckets: window / _BUCKETS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket_width", self.window / _BUCKETS)
 
 
 @dataclass(eq=False, slots=True)
@@ -233,7 +237,9 @@ class RetryBudget(Rebuilt):
         """
         state = self._state
         with state.lock:
-            self._advance(now)
+            start = state.bucket_start
+            if start is None or now - start >= self._settings.bucket_width:
+                self._advance(now)  # a new bucket (most calls land in the current one)
             bucket = state.newest
             if failed:
                 state.failures[bucket] += 1
@@ -282,7 +288,7 @@ class RetryBudget(Rebuilt):
     def _advance(self, now: float) -> None:
         """Slide the window to `now`, dropping buckets older than `window`."""
         state = self._state
-        width = self._settings.window / _BUCKETS
+        width = self._settings.bucket_width
         if state.bucket_start is None:
             state.bucket_start = now
             return

@@ -63,6 +63,7 @@ __all__ = [
     "deadline_error",
     "deadline_passed",
     "install_pool_classes",
+    "swap_wire_deadline",
     "wire_deadline",
 ]
 
@@ -103,11 +104,22 @@ class wire_deadline:  # noqa: N801 - used like a function: ``with wire_deadline(
         self._previous: float | None = None
 
     def __enter__(self) -> None:
-        self._previous = _current.deadline
-        _current.deadline = self._deadline
+        self._previous = swap_wire_deadline(self._deadline)
 
     def __exit__(self, *exc_info: object) -> None:
-        _current.deadline = self._previous
+        swap_wire_deadline(self._previous)
+
+
+def swap_wire_deadline(deadline: float | None) -> float | None:
+    """Give this thread's connections `deadline`; return the one it replaces.
+
+    `wire_deadline` in two calls, for the adapter's per-request path (a ``with`` block
+    costs an object and two method calls more): put the returned value back when done.
+    """
+    current = _current
+    previous = current.deadline
+    current.deadline = deadline
+    return previous
 
 
 class DeadlineSocket:

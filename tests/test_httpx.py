@@ -34,7 +34,7 @@ from requests_resilience import (
     attempts_of,
     mount,
 )
-from requests_resilience._headers import header
+from requests_resilience._headers import copy_headers, header
 from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.testing import FakeClock, FakeVinciServer, Fault
 
@@ -225,6 +225,32 @@ def test_response_headers_read_one_by_one_or_as_a_map_agree() -> None:
     )
     expected = ["2", "caf\xe9", None]
     assert seen == {"one by one": expected, "as a map": expected, "after": expected}
+
+
+def test_header_changes_before_and_after_a_read_reach_the_wire_once() -> None:
+    """Set before the map is read, read, copied, set again: each copy sends its own."""
+    inner = Recording()
+    seen: dict[str, object] = {}
+
+    def policy(call: Call, next: Next) -> requests.Response:
+        headers = call.request.headers
+        headers["X-Early"] = "1"  # kept aside: nothing decoded yet
+        seen["early"] = header(headers, "x-early")
+        seen["tag"] = headers.get("X-Tag")  # the first read as a map decodes the source's
+        copied = copy_headers(headers)
+        headers["X-Late"] = "2"
+        seen["copy has late"] = "X-Late" in copied
+        del headers["X-Tag"]
+        return next(call)
+
+    ResilientTransport(Pipeline(policy), inner).handle_request(
+        httpx.Request("GET", "https://api.example.com/v1/x", headers={"X-Tag": "a"})
+    )
+    assert seen == {"early": "1", "tag": "a", "copy has late": False}
+    assert [(n, v) for n, v in inner.requests[0].headers.raw if n != b"Host"] == [
+        (b"X-Early", b"1"),
+        (b"X-Late", b"2"),
+    ]
 
 
 def test_async_client_runs_concurrent_calls(server: FakeVinciServer) -> None:

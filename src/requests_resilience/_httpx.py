@@ -23,7 +23,7 @@ family), with the httpx exception as their ``__cause__``.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -62,58 +62,46 @@ class _RequestView(requests.PreparedRequest):
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
-        """The attempt's headers, decoded from the source's when first asked for.
+        """The attempt's headers: the source's, decoded only when a policy reads them.
 
         A pipeline whose policies never look at the request's headers (the empty one,
-        a breaker, a rate limit) then sends the source's own, never decoded.
+        a breaker, a rate limit) sends the source's own; one that only sets some (an
+        ``Authorization``, a ``traceparent``) sends the source's with those set, and
+        decodes nothing (see `_Headers`).
         """
         attributes = self.__dict__
         headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
         if headers is None:
-            headers = attributes["_headers"] = _latin1_headers(self.source.headers)
-            attributes["_source_store"] = dict(vars(headers)["_store"])
+            headers = attributes["_headers"] = _Headers(self.source.headers)
         return headers
 
     @headers.setter
     def headers(self, value: CaseInsensitiveDict[str]) -> None:
-        attributes = self.__dict__
-        attributes["_headers"] = value
-        if "_source_store" not in attributes:  # set before it was read: changed
-            attributes["_source_store"] = None
+        self.__dict__["_headers"] = value
+
+    def _own_headers(self) -> _Headers | None:
+        """The attempt's headers, if they are still a map over the source's."""
+        headers: Any = self.__dict__.get("_headers")
+        if type(headers) is _Headers and headers.source is self.source.headers:
+            return headers
+        return None
 
     def headers_unchanged(self) -> bool:
         """Whether the attempt's headers are still the source request's own."""
-        attributes = self.__dict__
-        headers: Any = attributes.get("_headers")
-        if headers is None:
-            return True  # never decoded, so never changed
-        return type(headers) is CaseInsensitiveDict and (
-            vars(headers)["_store"] == attributes["_source_store"]
-        )
+        if self.__dict__.get("_headers") is None:
+            return True  # never asked for, so never changed
+        headers = self._own_headers()
+        return headers is not None and headers.unchanged()
 
     def changed_headers(self) -> httpx.Headers | None:
         """The source's headers with the policies' changes applied, or None if unknown.
 
-        None when the headers were replaced by another kind of map, or set before they
-        were first read (then there is no record of what the source had), or when a
-        changed header is not ASCII (httpx would not encode it as Latin-1).
+        None when a policy replaced the header map with one of its own, or set a header
+        outside ASCII (httpx would not encode it as Latin-1): then every header is
+        encoded from the view.
         """
-        attributes = self.__dict__
-        headers: Any = attributes.get("_headers")
-        before: dict[str, tuple[str, str]] | None = attributes.get("_source_store")
-        if before is None or type(headers) is not CaseInsensitiveDict:
-            return None
-        after: dict[str, tuple[str, str]] = vars(headers)["_store"]
-        wire = httpx.Headers(self.source.headers)
-        for key, (name, value) in after.items():
-            if before.get(key) != (name, value):
-                if not (name.isascii() and value.isascii()):
-                    return None  # httpx would encode it otherwise than as Latin-1
-                wire[name] = value
-        if not after.keys() >= before.keys():
-            for key in before.keys() - after.keys():
-                del wire[before[key][0]]
-        return wire
+        headers = self._own_headers()
+        return None if headers is None else headers.on_the_wire()
 
     def copy(self) -> _RequestView:
         view = _new_request_view(self.source, self.extensions)
@@ -121,14 +109,95 @@ class _RequestView(requests.PreparedRequest):
         view.source_timeout = self.source_timeout
         view.method = self.method
         view.url = self.url
-        attributes = self.__dict__
-        if "_headers" in attributes:  # else the copy decodes the source's when asked
-            copied = vars(view)
-            copied["_headers"] = copy_headers(attributes["_headers"])
-            copied["_source_store"] = attributes["_source_store"]
+        headers = self.__dict__.get("_headers")
+        if headers is not None:  # else the copy takes the source's when asked
+            view.headers = copy_headers(headers)
         view.body = self.body
         view.hooks = self.hooks
         return view
+
+
+class _Headers(CaseInsensitiveDict[str]):
+    """An httpx request's or response's headers as a map, decoded only when read.
+
+    `header` (how the policies read one header: a rate limit reads two of every
+    answer) finds a value in httpx's own list without decoding the others.
+
+    Until a policy reads them as a map, what it sets (``headers[name] = value``: what
+    auth and tracing do) is kept aside in `changes`, and the wire request is the
+    source's headers with those set (`on_the_wire`): nothing is decoded, and the
+    headers no policy touched keep their bytes and their repeats. The first read as a
+    map decodes the source's (as Latin-1, as http.client does on the requests path:
+    encoding them again gives back the very bytes) into `pristine` and applies the
+    changes to a copy of it, the map's store; from then on it is a plain
+    `CaseInsensitiveDict`, and `on_the_wire` applies the difference from `pristine`.
+    Copies (what `Retry` and `Hedging` make for each attempt) share the source.
+    """
+
+    def __init__(
+        self,
+        source: httpx.Headers,
+        changes: dict[str, tuple[str, str]] | None = None,
+        pristine: dict[str, tuple[str, str]] | None = None,
+    ) -> None:  # no store yet: see __getattr__
+        self.source = source
+        self.changes: dict[str, tuple[str, str]] = {} if changes is None else changes
+        self.pristine = pristine
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_store":
+            raise AttributeError(name)
+        pristine = self.pristine
+        if pristine is None:
+            pristine = self.pristine = _latin1_store(self.source)
+        store = self.__dict__["_store"] = {**pristine, **self.changes}
+        self.changes = {}
+        return store
+
+    def __setitem__(self, key: str, value: str) -> None:
+        target = self.__dict__.get("_store", self.changes)
+        target[key.lower()] = (key, value)
+
+    def copy(self) -> _Headers:
+        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
+        if store is None:
+            return _Headers(self.source, dict(self.changes), self.pristine)
+        copied = _Headers(self.source, pristine=self.pristine)
+        copied.__dict__["_store"] = store.copy()
+        return copied
+
+    def lowered_lookup(self, lowered: str) -> str | None:
+        """The value of the header named `lowered` (in lower case), or None."""
+        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
+        item = store.get(lowered) if store is not None else self.changes.get(lowered)
+        if item is not None or store is not None:
+            return None if item is None else item[1]
+        return _lookup(self.source, lowered)
+
+    def unchanged(self) -> bool:
+        """Whether these are still exactly the source's headers."""
+        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
+        return not self.changes if store is None else store == self.pristine
+
+    def on_the_wire(self) -> httpx.Headers | None:
+        """The source's headers with the changes applied; None if one is not ASCII."""
+        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
+        removed: list[str] = []
+        if store is None:
+            changed: Iterable[tuple[str, str]] = self.changes.values()
+        else:
+            before = self.pristine or {}
+            changed = [item for key, item in store.items() if before.get(key) != item]
+            if not store.keys() >= before.keys():
+                removed = [before[key][0] for key in before.keys() - store.keys()]
+        wire = httpx.Headers(self.source)
+        for name, value in changed:
+            if not (name.isascii() and value.isascii()):
+                return None  # httpx would encode it otherwise than as Latin-1
+            wire[name] = value
+        for name in removed:
+            del wire[name]
+        return wire
 
 
 def _new_request_view(source: httpx.Request, extensions: Mapping[str, Any]) -> _RequestView:
@@ -166,41 +235,14 @@ def _latin1_store(headers: httpx.Headers) -> dict[str, tuple[str, str]]:
     }
 
 
-def _latin1_headers(headers: httpx.Headers) -> CaseInsensitiveDict[str]:
-    """A `CaseInsensitiveDict` of httpx headers, built straight into its store."""
-    built: Any = _NEW(CaseInsensitiveDict)
-    built._store = _latin1_store(headers)
-    return built  # type: ignore[no-any-return]
-
-
-class _LazyHeaders(CaseInsensitiveDict[str]):
-    """A response's headers as a `CaseInsensitiveDict`, decoded when first used as one.
-
-    `header` (what the policies use to read one header) finds a value in httpx's
-    list without decoding the others: a rate limit reads two headers of every answer.
-    """
-
-    def __init__(self, source: httpx.Headers) -> None:  # no store yet: see __getattr__
-        self._source = source
-
-    def __getattr__(self, name: str) -> Any:
-        if name != "_store":
-            raise AttributeError(name)
-        store = self.__dict__["_store"] = _latin1_store(self._source)
-        return store
-
-    def lowered_lookup(self, lowered: str) -> str | None:
-        """The value of the header named `lowered` (in lower case), or None."""
-        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
-        if store is not None:
-            item = store.get(lowered)
-            return None if item is None else item[1]
-        wanted = lowered.encode("latin-1")
-        found: bytes | None = None
-        for _, name, value in _triples(self._source):
-            if name == wanted:
-                found = value  # the last of repeated headers, as the store keeps
-        return None if found is None else found.decode("latin-1")
+def _lookup(headers: httpx.Headers, lowered: str) -> str | None:
+    """The value of header `lowered` in httpx's list (the last if repeated), or None."""
+    wanted = lowered.encode("latin-1")
+    found: bytes | None = None
+    for _, name, value in _triples(headers):
+        if name == wanted:
+            found = value  # the last of repeated headers, as a store keeps
+    return None if found is None else found.decode("latin-1")
 
 
 class _Raw:
@@ -264,7 +306,7 @@ class _ResponseView(requests.Response):
         attributes = self.__dict__
         headers: CaseInsensitiveDict[str] | None = attributes.get("_headers")
         if headers is None:
-            headers = attributes["_headers"] = _LazyHeaders(self.httpx.headers)
+            headers = attributes["_headers"] = _Headers(self.httpx.headers)
         return headers
 
     @headers.setter
@@ -399,7 +441,8 @@ def _wire_request(call: Call) -> httpx.Request:
 
     The source request's parsed URL is reused when no policy changed the URL, and its
     body stream when no policy changed the body; the headers go back as the bytes they
-    were (`_latin1_headers`), so httpx has nothing to guess or normalise. (``stream=``
+    were, with the policies' changes applied (`_Headers.on_the_wire`), so httpx has
+    nothing to guess or normalise. (``stream=``
     is httpx's own way of copying a request: it adds no headers, and the source's
     ``Host`` and ``Content-Length`` are among the view's.)
     """

@@ -29,8 +29,9 @@ Local refusals (requests transport, µs per call, nothing reaches the stub):
                  answer: the first attempt goes to the stub, the retry is refused
                  (so this row includes one stub attempt)
 
-Threads: the full preset on the requests transport at 1, 4 and 16 threads sharing one
-adapter: wall time x threads / calls, the bare stub's subtracted the same way.
+Threads: every variant on the requests transport at 1, 4 and 16 threads sharing one
+adapter: wall time x threads / calls, the bare stub's subtracted the same way (the
+target is the preset's at 16 threads against 1).
 
 For scale: ``requests.Session.get`` over the same stub, bare and mounted with the
 preset (µs per call above the stub's own send): what requests itself spends per call
@@ -349,15 +350,21 @@ def threaded_runner(pipeline: Pipeline | None, threads: int) -> Callable[[int], 
     return batch
 
 
-def threads(*, rounds: int, n: int) -> dict[str, float]:
-    out: dict[str, float] = {}
+def threads(*, rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """Every variant (the empty pipeline, each policy, the preset) at 1, 4 and 16 threads.
+
+    Returns ``{variant: {"1": µs, "4": µs, "16": µs}}``, each above the bare stub's
+    figure at the same count, one shared adapter per variant and count.
+    """
+    out: dict[str, dict[str, float]] = {name: {} for name in singles()}
     for count in (1, 4, 16):
-        batches = {
-            "bare": threaded_runner(None, count),
-            "preset": threaded_runner(preset(), count),
-        }
+        batches = {"bare": threaded_runner(None, count)}
+        batches.update(
+            {name: threaded_runner(factory(), count) for name, factory in singles().items()}
+        )
         per_round = interleaved(batches, rounds=rounds, n=max(n // count, 50))
-        out[str(count)] = above(per_round, "bare")["preset"]
+        for name, value in above(per_round, "bare").items():
+            out[name][str(count)] = value
     return out
 
 
@@ -411,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "library": library,
         "refusals": refused,
-        "threads": threaded,
+        "threads": threaded["preset"],  # the target's figures
+        "threads_by_variant": threaded,
         "reference": scale,
         "targets": TARGETS,
     }
@@ -432,9 +440,12 @@ def _report(out: dict[str, Any]) -> str:
     lines = [table(["µs per call above bare", *RUNNERS], rows), ""]
     refused = [[name, value] for name, value in out["refusals"].items()]
     lines += [table(["local refusal (requests)", "µs per call"], refused), ""]
-    threaded = out["threads"]
-    rows = [[count, value, value / threaded["1"]] for count, value in threaded.items()]
-    lines.append(table(["threads (preset, requests)", "µs per call", "x 1 thread"], rows))
+    rows = [
+        [name, *by_count.values(), by_count["16"] / by_count["1"]]
+        for name, by_count in out["threads_by_variant"].items()
+    ]
+    headers = ["threads (requests), µs per call", "1", "4", "16", "16 / 1"]
+    lines.append(table(headers, rows))
     scale = [[name, value] for name, value in out["reference"].items()]
     lines += ["", table(["for scale: requests itself", "µs per call above the stub"], scale)]
     return "\n".join(lines)

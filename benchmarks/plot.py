@@ -787,4 +787,14 @@ def library_markdown(data: dict[str, Any]) -> list[str]:
         ["threads (preset, requests)", "µs per call", "x 1 thread (≤ 1.2)"],
         [[k, f"{v:.1f}", f"{v / one:.2f}"] for k, v in threads.items()],
     )
+    by_variant: dict[str, dict[str, float]] = data.get("threads_by_variant", {})
+    if by_variant:
+        lines += [""]
+        lines += _table(
+            ["every variant (requests), µs per call", "1 thread", "4 threads", "16 threads"],
+            [
+                [name, *(f"{by_count[c]:.2f}" for c in ("1", "4", "16"))]
+                for name, by_count in by_variant.items()
+            ],
+        )
     return lines

@@ -277,19 +277,12 @@ def _wait_ready(server: subprocess.Popen[bytes], url: str) -> bool:
 # -- the variants ----------------------------------------------------------------------
 
 
-class TimedAdapter(BaseAdapter):
-    """The shared `HTTPAdapter`, with the seconds each call spends inside it recorded.
-
-    Each requests variant of phase ``wire`` sends through one of these (bare and preset
-    alike, one frame more for each), so that a call's latency splits into the time in
-    the transport (urllib3, the socket, the server) and the time outside it (the
-    Session's own work, and the pipeline's).
-    """
+class Wrapping(BaseAdapter):
+    """A requests adapter that runs `around` each send of the `HTTPAdapter` it wraps."""
 
     def __init__(self, inner: HTTPAdapter) -> None:
         super().__init__()
         self.inner = inner
-        self.spent: list[float] = []
 
     def send(  # the signature requests calls
         self,
@@ -300,15 +293,42 @@ class TimedAdapter(BaseAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        clock = time.perf_counter
-        began = clock()
-        try:
-            return self.inner.send(request, stream, timeout, verify, cert, proxies)
-        finally:
-            self.spent.append(clock() - began)
+        inner = self.inner
+        return self.around(
+            request, lambda: inner.send(request, stream, timeout, verify, cert, proxies)
+        )
+
+    def around(
+        self, request: requests.PreparedRequest, send: Callable[[], requests.Response]
+    ) -> requests.Response:
+        raise NotImplementedError
 
     def close(self) -> None:
         pass  # the inner adapter is closed with the phase
+
+
+class TimedAdapter(Wrapping):
+    """The shared `HTTPAdapter`, with the seconds each call spends inside it recorded.
+
+    Each requests variant of phase ``wire`` sends through one of these (bare and preset
+    alike, one frame more for each), so that a call's latency splits into the time in
+    the transport (urllib3, the socket, the server) and the time outside it (the
+    Session's own work, and the pipeline's).
+    """
+
+    def __init__(self, inner: HTTPAdapter) -> None:
+        super().__init__(inner)
+        self.spent: list[float] = []
+
+    def around(
+        self, request: requests.PreparedRequest, send: Callable[[], requests.Response]
+    ) -> requests.Response:
+        clock = time.perf_counter
+        began = clock()
+        try:
+            return send()
+        finally:
+            self.spent.append(clock() - began)
 
 
 class Variant:
@@ -511,30 +531,17 @@ class Floor:
         return floor
 
 
-class FloorAdapter(BaseAdapter):
+class FloorAdapter(Wrapping):
     """A bare session's adapter with the floor around every send (as instrumentations do)."""
 
     def __init__(self, inner: HTTPAdapter, floor: Floor) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.floor = floor
 
-    def send(  # the signature requests calls
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
+    def around(
+        self, request: requests.PreparedRequest, send: Callable[[], requests.Response]
     ) -> requests.Response:
-        def send() -> requests.Response:
-            return self.inner.send(request, stream, timeout, verify, cert, proxies)
-
         return self.floor.attempt(request.method or "GET", request.headers, send)
-
-    def close(self) -> None:
-        pass  # the inner adapter is closed with the phase
 
 
 def sdk_variants(base_url: str, closer: Closer) -> list[Variant]:

@@ -35,14 +35,14 @@ def header(headers: Mapping[str, str], lowered: str) -> str | None:
 
     `CaseInsensitiveDict.get` goes through `Mapping.get`, ``__getitem__`` and a
     ``lower()`` of the name; its store is keyed by the lowered name already. A map
-    with a ``lowered_lookup(name)`` method (the httpx transport's response headers,
-    decoded only when used as a map) answers through it.
+    with a ``lowered_lookup(name)`` method (the httpx transport's headers, decoded
+    only when used as a map) answers through it.
     """
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
         item = vars(given)["_store"].get(lowered)
         return None if item is None else item[1]
-    lookup = getattr(given, "lowered_lookup", None)  # a view's own (the httpx transport's)
+    lookup = getattr(given, "lowered_lookup", None)
     if lookup is not None:
         return lookup(lowered)  # type: ignore[no-any-return]
     return headers.get(lowered)

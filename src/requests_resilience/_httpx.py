@@ -15,9 +15,9 @@ The policies see each attempt through the neutral view they already know: a
 when a policy asks, boundedly). The view is built once per attempt over httpx's own
 objects and decodes nothing until a policy reads it: an attempt no policy changed goes
 out as the very request the client made, and the httpx response itself is what
-`Client.send` returns. Failures of the wire
-become this library's errors, as on the requests path (`APIConnectionError` and its
-family), with the httpx exception as their ``__cause__``.
+`Client.send` returns. Failures of the wire become this library's errors, as on the
+requests path (`APIConnectionError` and its family), with the httpx exception as their
+``__cause__``.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 class _RequestView(requests.PreparedRequest):
     """One attempt of an `httpx.Request`, as the policies see it.
 
-    Built without `PreparedRequest.__init__` (the attributes are set right after), and
-    with headers decoded as Latin-1, as http.client decodes them on the requests path,
-    so that encoding them again gives back the very bytes httpx had. `source` is the
-    httpx request it was made from: an attempt whose URL and headers no policy changed
-    is sent with the source's own (parsed) URL and header list.
+    Built without `PreparedRequest.__init__` (the attributes are set right after); its
+    headers are a `_Headers` over the source's, decoded only if a policy reads them.
+    `source` is the httpx request it was made from: an attempt that no policy changed
+    is sent as the source itself, and one whose URL no policy changed with the source's
+    own (parsed) URL.
 
     `copy()` (what `Retry` does for each attempt) keeps the httpx extensions, so the
     wire attempt is built with the caller's timeouts and options.
@@ -79,29 +79,21 @@ class _RequestView(requests.PreparedRequest):
     def headers(self, value: CaseInsensitiveDict[str]) -> None:
         self.__dict__["_headers"] = value
 
-    def _own_headers(self) -> _Headers | None:
-        """The attempt's headers, if they are still a map over the source's."""
-        headers: Any = self.__dict__.get("_headers")
-        if type(headers) is _Headers and headers.source is self.source.headers:
-            return headers
-        return None
+    def wire_headers(self) -> httpx.Headers | None:
+        """The attempt's headers for httpx, or None if they must be encoded from the view.
 
-    def headers_unchanged(self) -> bool:
-        """Whether the attempt's headers are still the source request's own."""
-        if self.__dict__.get("_headers") is None:
-            return True  # never asked for, so never changed
-        headers = self._own_headers()
-        return headers is not None and headers.unchanged()
-
-    def changed_headers(self) -> httpx.Headers | None:
-        """The source's headers with the policies' changes applied, or None if unknown.
-
-        None when a policy replaced the header map with one of its own, or set a header
-        outside ASCII (httpx would not encode it as Latin-1): then every header is
-        encoded from the view.
+        The source's own when no policy changed them (or never asked for them), else the
+        source's with the changes applied. None when a policy replaced the header map
+        with one of its own, or set a header outside ASCII (httpx would not encode it
+        as Latin-1).
         """
-        headers = self._own_headers()
-        return None if headers is None else headers.on_the_wire()
+        headers: Any = self.__dict__.get("_headers")
+        source = self.source.headers
+        if headers is None:
+            return source  # never asked for, so never changed
+        if type(headers) is not _Headers or headers.source is not source:
+            return None
+        return headers.on_the_wire()
 
     def copy(self) -> _RequestView:
         view = _new_request_view(self.source, self.extensions)
@@ -174,13 +166,11 @@ class _Headers(CaseInsensitiveDict[str]):
             return None if item is None else item[1]
         return _lookup(self.source, lowered)
 
-    def unchanged(self) -> bool:
-        """Whether these are still exactly the source's headers."""
-        store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
-        return not self.changes if store is None else store == self.pristine
-
     def on_the_wire(self) -> httpx.Headers | None:
-        """The source's headers with the changes applied; None if one is not ASCII."""
+        """The source's headers with the changes applied; None if one is not ASCII.
+
+        The source itself when nothing changed: repeated headers kept, nothing encoded.
+        """
         store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")
         removed: list[str] = []
         if store is None:
@@ -190,6 +180,8 @@ class _Headers(CaseInsensitiveDict[str]):
             changed = [item for key, item in store.items() if before.get(key) != item]
             if not store.keys() >= before.keys():
                 removed = [before[key][0] for key in before.keys() - store.keys()]
+        if not changed and not removed:
+            return self.source
         wire = httpx.Headers(self.source)
         for name, value in changed:
             if not (name.isascii() and value.isascii()):
@@ -251,11 +243,7 @@ class _Raw:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._chunks: Iterator[bytes] | None = None
-
-    @property
-    def version(self) -> int:
-        """The HTTP version as http.client numbers it (11, 20), as spans report it."""
-        return 20 if self.response.http_version == "HTTP/2" else 11
+        self.version = 20 if response.http_version == "HTTP/2" else 11
 
     def stream(self, amt: int = 65536, decode_content: bool = True) -> Iterator[bytes]:
         yield from self.response.iter_bytes(amt)
@@ -454,18 +442,13 @@ def _wire_request(call: Call) -> httpx.Request:
     source = view.source
     same_url = view.url == view.source_url
     same_timeout = call.timeout is view.source_timeout
-    if (
-        same_url
-        and same_timeout
-        and headers is source.headers
-        and view.body is view.source_body
-        and view.method == source.method
-    ):
+    same_target = same_url and view.body is view.source_body and view.method == source.method
+    if same_target and same_timeout and headers is source.headers:
         return source  # no policy changed anything: the request as the client made it
     extensions = (
         dict(view.extensions) if same_timeout else _with_timeout(view.extensions, call.timeout)
     )
-    if same_url and view.body is view.source_body and view.method == source.method:
+    if same_target:
         # Only headers or timeouts changed: the source with those two replaced. (An
         # `httpx.Request` is a plain object; its __init__ would parse nothing more here.)
         wire: httpx.Request = _NEW(httpx.Request)
@@ -494,11 +477,9 @@ def _wire_headers(view: requests.PreparedRequest) -> httpx.Headers | list[tuple[
     touched keep their bytes (and their repeats) without being encoded again.
     """
     if isinstance(view, _RequestView):
-        if view.headers_unchanged():
-            return view.source.headers  # repeated headers kept, nothing to encode
-        changed = view.changed_headers()
-        if changed is not None:
-            return changed
+        headers = view.wire_headers()
+        if headers is not None:
+            return headers
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in view.headers.items()]
 
 

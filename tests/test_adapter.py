@@ -29,8 +29,8 @@ from requests_resilience._bodies import MAX_ERROR_BODY, GuardedResponse, body_is
 from requests_resilience._deadline import (
     DEADLINE_POOL_CLASSES,
     DeadlineHTTPConnection,
-    _current,
     install_pool_classes,
+    wire,
     wire_deadline,
 )
 from requests_resilience.testing import FakeVinciServer, Fault
@@ -250,12 +250,12 @@ def test_a_pool_manager_with_pools_of_its_own_is_left_alone() -> None:
 
 def test_wire_deadline_is_per_block_and_nests() -> None:
     """The thread's deadline is set for the block only, and an inner one gives way."""
-    assert _current.deadline is None
+    assert wire.deadline is None
     with wire_deadline(10.0):
         with wire_deadline(5.0):
-            assert _current.deadline == 5.0
-        assert _current.deadline == 10.0
-    assert _current.deadline is None
+            assert wire.deadline == 5.0
+        assert wire.deadline == 10.0
+    assert wire.deadline is None
 
 
 def test_a_streamed_body_is_guarded_and_a_read_one_is_plain(

@@ -18,7 +18,7 @@ from requests_resilience._deadline import (
     deadline_error,
     deadline_passed,
     install_pool_classes,
-    swap_wire_deadline,
+    wire,
 )
 from requests_resilience._errors import (
     APIConnectTimeoutError,
@@ -28,7 +28,7 @@ from requests_resilience._errors import (
 )
 from requests_resilience._forksafe import reinit_after_fork, renew_locks, renew_queue
 from requests_resilience._pipeline import Call, Pipeline, TimeoutValue, first_call
-from requests_resilience._retry import cut_timeout
+from requests_resilience._retry import cut_timeout, within
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -37,6 +37,7 @@ __all__ = ["PipelineAdapter", "mount"]
 
 #: The least time an attempt is given on the wire (seconds), as `Retry` gives it.
 _MIN_ATTEMPT = 0.001
+_monotonic = time.monotonic
 
 
 class PipelineAdapter(HTTPAdapter):
@@ -188,13 +189,18 @@ class PipelineAdapter(HTTPAdapter):
         # The deadline on the wire is real time, whatever the pipeline's clock. An
         # attempt that starts with no time left still gets the millisecond that Retry
         # gives it, as it did before the deadline held on the wire.
-        left = max(call.deadline - call.clock.monotonic(), _MIN_ATTEMPT)
-        deadline = time.monotonic() + left
-        previous = swap_wire_deadline(deadline)
+        left = call.deadline - call.clock.monotonic()
+        left = max(left, _MIN_ATTEMPT)
+        deadline = _monotonic() + left
+        timeout = call.timeout
+        if not within(timeout, left):
+            timeout = cut_timeout(timeout, left)
+        previous = wire.deadline
+        wire.deadline = deadline
         try:
-            return self._exchange(call, cut_timeout(call.timeout, left), deadline)
+            return self._exchange(call, timeout, deadline)
         finally:
-            swap_wire_deadline(previous)
+            wire.deadline = previous
 
     def _exchange(self, call: Call, timeout: TimeoutValue, deadline: float | None) -> Response:
         """One request on the transport, and the body that is the pipeline's to read.

@@ -63,7 +63,7 @@ __all__ = [
     "deadline_error",
     "deadline_passed",
     "install_pool_classes",
-    "swap_wire_deadline",
+    "wire",
     "wire_deadline",
 ]
 
@@ -81,13 +81,16 @@ class DeadlinePassedError(TimeoutError):
     """
 
 
-class _Current(threading.local):
+class _Wire(threading.local):
     """The deadline of the `HTTPAdapter.send` running in this thread, if any."""
 
     deadline: float | None = None
 
 
-_current = _Current()
+#: This thread's wire deadline. `wire_deadline` sets it for a block; the adapter's
+#: per-request path sets ``wire.deadline`` itself and puts the previous value back
+#: (a ``with`` block costs an object and two method calls more).
+wire = _Wire()
 
 
 class wire_deadline:  # noqa: N801 - used like a function: ``with wire_deadline(...)``
@@ -104,22 +107,11 @@ class wire_deadline:  # noqa: N801 - used like a function: ``with wire_deadline(
         self._previous: float | None = None
 
     def __enter__(self) -> None:
-        self._previous = swap_wire_deadline(self._deadline)
+        self._previous = wire.deadline
+        wire.deadline = self._deadline
 
     def __exit__(self, *exc_info: object) -> None:
-        swap_wire_deadline(self._previous)
-
-
-def swap_wire_deadline(deadline: float | None) -> float | None:
-    """Give this thread's connections `deadline`; return the one it replaces.
-
-    `wire_deadline` in two calls, for the adapter's per-request path (a ``with`` block
-    costs an object and two method calls more): put the returned value back when done.
-    """
-    current = _current
-    previous = current.deadline
-    current.deadline = deadline
-    return previous
+        wire.deadline = self._previous
 
 
 class DeadlineSocket:
@@ -177,7 +169,7 @@ class DeadlineSocket:
 
 
 def _send(conn: urllib3.connection.HTTPConnection, data: Any, send: Callable[[Any], None]) -> None:
-    deadline = _current.deadline
+    deadline = wire.deadline
     sock = conn.sock
     if deadline is not None and sock is not None:
         # Each write waits at most the time left (the reads then refuse to start late).
@@ -192,12 +184,12 @@ def _getresponse(
     conn: urllib3.connection.HTTPConnection,
     getresponse: Callable[[], urllib3.response.HTTPResponse],
 ) -> urllib3.response.HTTPResponse:
-    deadline = _current.deadline
+    deadline = wire.deadline
     sock = conn.sock
     if deadline is None or not isinstance(sock, socket.socket):
         return getresponse()
     timeout = conn.timeout  # the read timeout, which urllib3 set for this response
-    if timeout is not None and not isinstance(timeout, int | float):
+    if timeout is not None and not isinstance(timeout, (int, float)):
         timeout = sock.gettimeout()  # a default-timeout sentinel: what the socket has
     reader = DeadlineSocket(sock, deadline, timeout)
     conn.sock = reader  # http.client makes its file from it

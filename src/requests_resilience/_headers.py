@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["copy_headers", "header"]
+__all__ = ["copy_headers", "header", "restore_headers", "snapshot_headers"]
 
 _H = TypeVar("_H")
 
@@ -28,6 +28,27 @@ def copy_headers(headers: _H) -> _H:
         copied._store = vars(given)["_store"].copy()
         return copied  # type: ignore[no-any-return]
     return given.copy()  # type: ignore[no-any-return]
+
+
+def snapshot_headers(headers: _H) -> tuple[tuple[str, str], ...] | _H:
+    """What `restore_headers` needs to rebuild `headers` as they are now, taken cheaply.
+
+    A `CaseInsensitiveDict`'s snapshot is its ``(name as given, value)`` pairs (a
+    tuple of its store's values); any other map's is its own ``copy()``. For a policy
+    that keeps a request's headers in case it needs them again (a retry), and rarely
+    does: the snapshot costs less than a copy, the restore more.
+    """
+    given: Any = headers
+    if type(given) is CaseInsensitiveDict:
+        return tuple(vars(given)["_store"].values())
+    return given.copy()  # type: ignore[no-any-return]
+
+
+def restore_headers(snapshot: tuple[tuple[str, str], ...] | _H) -> _H:
+    """A new header map equal to the one `snapshot_headers` was given."""
+    if isinstance(snapshot, tuple):
+        return CaseInsensitiveDict(snapshot)  # type: ignore[return-value]
+    return copy_headers(snapshot)
 
 
 def header(headers: Mapping[str, str], lowered: str) -> str | None:

@@ -522,7 +522,7 @@ def _with_timeout(extensions: Mapping[str, Any], timeout: TimeoutValue) -> dict[
     out = dict(extensions)
     if isinstance(timeout, tuple):
         connect, read = timeout
-    elif isinstance(timeout, int | float):
+    elif isinstance(timeout, (int, float)):
         connect = read = float(timeout)
     else:
         return out

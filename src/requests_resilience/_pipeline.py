@@ -236,6 +236,16 @@ class Call:
 
 
 _NEW = object.__new__
+_SET = object.__setattr__
+
+
+def with_deadline(call: Call, deadline: float | None) -> Call:
+    """``call.evolve(deadline=deadline)``, without the keyword handling (the hot path)."""
+    new: Call = _NEW(Call)
+    fields = vars(new)
+    fields.update(vars(call))
+    fields["deadline"] = deadline
+    return new
 
 
 def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for speed
@@ -254,7 +264,23 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
     history, without the keyword parsing: a transport makes one per request.
     """
     call: Call = _NEW(Call)
-    _fill(call, request, stream, timeout, verify, cert, proxies, clock, redactor, None, 1, ())
+    _SET(
+        call,
+        "__dict__",
+        {
+            "request": request,
+            "stream": stream,
+            "timeout": timeout,
+            "verify": verify,
+            "cert": cert,
+            "proxies": proxies,
+            "clock": clock,
+            "redactor": redactor,
+            "deadline": None,
+            "attempt": 1,
+            "history": (),
+        },
+    )
     return call
 
 

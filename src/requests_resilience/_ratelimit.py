@@ -168,6 +168,7 @@ class _Cell:
         "rate",
         "refused",
         "sent",
+        "shared",
         "throttled",
         "used",
         "waited",
@@ -176,6 +177,7 @@ class _Cell:
     def __init__(self, bucket: BucketStorage, rate: float) -> None:
         self.used = 0  # recency, stamped by `Cells`
         self.bucket = bucket
+        self.shared = bucket.shared  # its time is wall-clock time (Redis), else monotonic
         self.async_bucket: AsyncBucketStorage | None = None  # built on first async use
         self.ceiling_text: str | None = None  # the X-RateLimit-Limit that gave `ceiling`
         self.lock = threading.Lock()
@@ -242,8 +244,10 @@ async def _adrive(limit: RateLimit, steps: _Steps[_T]) -> _T:
 class _Ticket:
     """One attempt's place in the queue: its key and cell, the waits so far, the rate.
 
-    Made by `RateLimit._plan` (where the slot is asked for, how long the attempt may
-    wait for it); `RateLimit._ticket` fills in the bucket's answer.
+    Made only when the attempt must wait for its slot, or is refused: from what
+    `RateLimit._plan` decided (where the slot is asked for, how long the attempt may
+    wait for it); `RateLimit._ticket` fills in the bucket's answer. An attempt whose
+    slot is free at once needs none.
     """
 
     __slots__ = ("allowed", "call", "cell", "checks", "key", "now_of", "rate", "waited")
@@ -278,16 +282,6 @@ class _Ticket:
         """Interrupted before sending (Ctrl-C, cancellation): the slot goes back."""
         if not isinstance(exc, RateLimitError) and self.waited > 0:
             yield _Op(self.key, self.cell, "release", (self.now_of(), 1.0 / self.rate))
-
-    def depart(self) -> float:
-        """Count the attempt as sent (after waiting, or not); the time it leaves."""
-        cell = self.cell
-        with cell.lock:
-            cell.sent += 1
-            if self.waited > 0:
-                cell.waited += 1
-        _on_span(self.rate, self.waited)
-        return self.now_of()
 
 
 class RateLimit(Rebuilt):
@@ -580,24 +574,27 @@ class RateLimit(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Take a token (waiting for it if the deadline allows), send, learn from the answer."""
-        ticket = self._plan(call)
-        reservation = ticket.cell.bucket.reserve(
-            ticket.now_of(), self._settings.params, ticket.allowed
-        )
-        self._ticket(ticket, reservation)
-        try:
-            wait = ticket.next_wait(self)
-            while wait is not None:
-                call.clock.sleep(wait)
-                wait = _drive(ticket.slept(self, wait))
-        except BaseException as exc:
-            _drive(ticket.abandon(exc))
-            raise
-        sent_at = ticket.depart()
+        key, cell, now_of, allowed = self._plan(call)
+        reservation = cell.bucket.reserve(now_of(), self._settings.params, allowed)
+        rate, waited = reservation.rate, reservation.wait
+        if waited > 0 or not reservation.granted:  # a wait, or a refusal: the slow path
+            ticket = self._ticket(_Ticket(call, key, cell, now_of, allowed), reservation)
+            try:
+                wait = ticket.next_wait(self)
+                while wait is not None:
+                    call.clock.sleep(wait)
+                    wait = _drive(ticket.slept(self, wait))
+            except BaseException as exc:
+                _drive(ticket.abandon(exc))
+                raise
+            rate, waited = ticket.rate, ticket.waited
+        else:
+            cell.rate = rate
+        sent_at = _depart(cell, rate, waited, now_of)
         response = next(call)
-        lesson = self._lesson(call, ticket.cell, response)
+        lesson = self._lesson(call, cell, response)
         if lesson is not None:
-            _drive(self._learn(call, ticket.cell, ticket.key, lesson, sent_at))
+            _drive(self._learn(call, cell, key, lesson, sent_at))
         return response
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
@@ -606,27 +603,32 @@ class RateLimit(Rebuilt):
         A shared bucket is stepped through redis-py's asyncio client (the same hash and
         scripts as `send`); other tasks run while this one waits.
         """
-        ticket = self._plan(call)
-        cell, params = ticket.cell, self._settings.params
+        key, cell, now_of, allowed = self._plan(call)
+        params = self._settings.params
         if self._link is None:  # a bucket in memory: reserved at once, nothing to await
-            reservation = cell.bucket.reserve(ticket.now_of(), params, ticket.allowed)
+            reservation = cell.bucket.reserve(now_of(), params, allowed)
         else:
-            face = self._async_face(ticket.key, cell)
-            reservation = await face.reserve(ticket.now_of(), params, ticket.allowed)
-        self._ticket(ticket, reservation)
-        try:
-            wait = ticket.next_wait(self)
-            while wait is not None:
-                await sleep_async(call.clock, wait)
-                wait = await _adrive(self, ticket.slept(self, wait))
-        except BaseException as exc:
-            await _adrive(self, ticket.abandon(exc))
-            raise
-        sent_at = ticket.depart()
+            face = self._async_face(key, cell)
+            reservation = await face.reserve(now_of(), params, allowed)
+        rate, waited = reservation.rate, reservation.wait
+        if waited > 0 or not reservation.granted:
+            ticket = self._ticket(_Ticket(call, key, cell, now_of, allowed), reservation)
+            try:
+                wait = ticket.next_wait(self)
+                while wait is not None:
+                    await sleep_async(call.clock, wait)
+                    wait = await _adrive(self, ticket.slept(self, wait))
+            except BaseException as exc:
+                await _adrive(self, ticket.abandon(exc))
+                raise
+            rate, waited = ticket.rate, ticket.waited
+        else:
+            cell.rate = rate
+        sent_at = _depart(cell, rate, waited, now_of)
         response = await next(call)
-        lesson = self._lesson(call, ticket.cell, response)
+        lesson = self._lesson(call, cell, response)
         if lesson is not None:
-            await _adrive(self, self._learn(call, ticket.cell, ticket.key, lesson, sent_at))
+            await _adrive(self, self._learn(call, cell, key, lesson, sent_at))
         return response
 
     def _async_face(self, key: str, cell: _Cell) -> AsyncBucketStorage:
@@ -635,14 +637,17 @@ class RateLimit(Rebuilt):
             face = cell.async_bucket = self._async_bucket(key)
         return face
 
-    def _plan(self, call: Call) -> _Ticket:
-        """Where this attempt's slot is asked for, and how long it may wait for it."""
+    def _plan(self, call: Call) -> tuple[str, _Cell, Callable[[], float], float]:
+        """Where this attempt's slot is asked for, and how long it may wait for it.
+
+        The key, its cell, the clock of its bucket (wall-clock time for a shared one)
+        and the longest wait allowed (`max_wait`, or less before the deadline).
+        """
         settings = self._settings
         key = settings.key if isinstance(settings.key, str) else settings.key(call)
         cell = self._cells.get(key)
         clock = call.clock
         cell.clock = clock
-        now_of = clock.time if cell.bucket.shared else clock.monotonic
         allowed = settings.max_wait
         deadline = call.deadline
         if deadline is not None:
@@ -650,9 +655,9 @@ class RateLimit(Rebuilt):
             if left < allowed:
                 allowed = max(0.0, left)
         _instruments()  # registers the rate gauge once a meter provider records
-        return _Ticket(call, key, cell, now_of, allowed)
+        return key, cell, clock.time if cell.shared else clock.monotonic, allowed
 
-    def _ticket(self, ticket: _Ticket, reservation: Reservation) -> None:
+    def _ticket(self, ticket: _Ticket, reservation: Reservation) -> _Ticket:
         """Give `ticket` the bucket's answer (its wait and rate), or refuse it locally."""
         cell = ticket.cell
         cell.rate = ticket.rate = reservation.rate
@@ -660,6 +665,7 @@ class RateLimit(Rebuilt):
             by_deadline = ticket.allowed < self._settings.max_wait
             self._refuse(ticket.call, cell, ticket.key, reservation.wait, by_deadline=by_deadline)
         ticket.waited = reservation.wait
+        return ticket
 
     def _recheck(self, ticket: _Ticket) -> _Steps[float | None]:
         """After a wait: the next wait (a pause, a lower rate begun meanwhile), or None.
@@ -705,9 +711,11 @@ class RateLimit(Rebuilt):
         settings = self._settings
         throttled = response.status_code == 429
         headers = response.headers
+        if not throttled and (not settings.follow_headers or _nothing_new(cell, headers)):
+            return None
         pause: float | None = None
         ceiling: float | None = None
-        if settings.follow_headers and not self._nothing_new(cell, headers, throttled):
+        if settings.follow_headers and (throttled or not _nothing_new(cell, headers)):
             limits = parse_rate_limit_headers(headers)
             if limits is not None:
                 if limits.limit is not None and limits.limit >= 1:
@@ -728,20 +736,6 @@ class RateLimit(Rebuilt):
         if not throttled and pause is None and ceiling is None:
             return None
         return throttled, pause, ceiling
-
-    @staticmethod
-    def _nothing_new(cell: _Cell, headers: Mapping[str, str], throttled: bool) -> bool:
-        """The common answer: the same ``X-RateLimit-Limit`` as before, tokens remaining.
-
-        Then the headers teach nothing (the ceiling is known; no pause without
-        ``Remaining: 0``), and they are not parsed at all.
-        """
-        if throttled or cell.ceiling_text is None:
-            return False
-        if header(headers, "x-ratelimit-limit") != cell.ceiling_text:
-            return False
-        remaining = header(headers, "x-ratelimit-remaining")
-        return remaining is None or (remaining.isdigit() and remaining.strip("0") != "")
 
     def _learn(
         self,
@@ -966,6 +960,30 @@ def _instruments() -> _Instruments | None:
 def ensure_rate_gauge() -> None:
     """Register the rate gauge with the current meter provider, if it records."""
     _instruments()
+
+
+def _nothing_new(cell: _Cell, headers: Mapping[str, str]) -> bool:
+    """The common answer: the same ``X-RateLimit-Limit`` as before, tokens remaining.
+
+    Then the headers teach nothing (the ceiling is known; no pause without
+    ``Remaining: 0``), and they are not parsed at all.
+    """
+    if cell.ceiling_text is None:
+        return False
+    if header(headers, "x-ratelimit-limit") != cell.ceiling_text:
+        return False
+    remaining = header(headers, "x-ratelimit-remaining")
+    return remaining is None or (remaining.isdigit() and remaining.strip("0") != "")
+
+
+def _depart(cell: _Cell, rate: float, waited: float, now_of: Callable[[], float]) -> float:
+    """Count the attempt as sent (after waiting, or not); the time it leaves."""
+    with cell.lock:
+        cell.sent += 1
+        if waited > 0:
+            cell.waited += 1
+    _on_span(rate, waited)
+    return now_of()
 
 
 def _on_span(rate: float, wait: float) -> None:

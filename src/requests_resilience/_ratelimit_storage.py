@@ -107,6 +107,9 @@ class BucketParams:
     max_pause: float = 60.0
 
 
+_new_tuple = tuple.__new__
+
+
 class Reservation(NamedTuple):
     """The answer of `reserve()` (a named tuple: one is made per request).
 
@@ -223,22 +226,30 @@ class MemoryBucket:
     def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
         """Reserve the next slot unless it is more than `max_wait` seconds away."""
         with self._lock:
-            rate, _ = self._rate(now, params)
+            if self._w_max is None:  # never throttled: the target is the rate
+                rate = params.rate if self._ceiling is None else self._ceiling
+            else:
+                rate, _ = self._rate(now, params)
             interval = 1.0 / rate
-            tat = now if self._tat is None else self._tat
-            if tat > now and self._tat_rate is not None and self._tat_rate != rate:
+            tat = self._tat
+            if tat is None:
+                tat = now
+            elif tat > now and self._tat_rate is not None and self._tat_rate != rate:
                 # The rate changed since the slots ahead were spaced (a higher ceiling
                 # learnt from X-RateLimit-Limit, a throttle, the climb after it): what
                 # is owed is those slots, so they are re-spaced at the new rate.
                 tat = now + (tat - now) * self._tat_rate / rate
-            paused_until = min(self._paused_until, self._paused_at + params.max_pause)
-            slot = max(now, tat - (params.burst - 1) * interval, paused_until)
+            slot = tat - (params.burst - 1) * interval
+            slot = max(slot, now)
+            if self._paused_until > slot:  # a pause the server asked for, bounded
+                slot = max(slot, min(self._paused_until, self._paused_at + params.max_pause))
             wait = slot - now
             if wait > max_wait:
-                return Reservation(False, wait, rate)
-            self._tat = max(tat, slot) + interval
+                return _new_tuple(Reservation, (False, wait, rate))
+            self._tat = (tat if tat > slot else slot) + interval
             self._tat_rate = rate
-            return Reservation(True, wait, rate)
+            # (A named tuple's own constructor costs twice as much; one per request.)
+            return _new_tuple(Reservation, (True, wait, rate))
 
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""

@@ -63,14 +63,14 @@ from requests_resilience._errors import (
     refused_locally,
 )
 from requests_resilience._events import RetryDetails
-from requests_resilience._headers import copy_headers
+from requests_resilience._headers import copy_headers, restore_headers, snapshot_headers
 from requests_resilience._options import seconds
 from requests_resilience._parsing import (
     parse_rate_limit_headers,
     parse_retry_after,
     request_id_of,
 )
-from requests_resilience._pipeline import Attempt, set_attempts
+from requests_resilience._pipeline import Attempt, set_attempts, with_deadline
 from requests_resilience._telemetry import retry_scheduled
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ Jitter = Literal["full", "equal", "decorrelated", "none"]
 _JITTERS = ("full", "equal", "decorrelated", "none")
 _DRAIN_LIMIT = 64 * 1024
 _DAY = 86_400.0
+#: What `isinstance` checks a number of seconds against (``int | float`` would build a
+#: union object on every call of the per-request path).
+_NUMBER = (int, float)
 
 
 class Outcome(enum.Enum):
@@ -168,7 +171,7 @@ def cut_timeout(given: TimeoutValue, cap: float) -> TimeoutValue:
     return min(float(given), cap)
 
 
-def _within(given: TimeoutValue, left: float) -> bool:
+def within(given: TimeoutValue, left: float) -> bool:
     """Whether `given` (seconds or ``(connect, read)``) is already no longer than `left`.
 
     Then cutting it to `left` changes nothing, and the attempt keeps the very value the
@@ -177,12 +180,12 @@ def _within(given: TimeoutValue, left: float) -> bool:
     if isinstance(given, tuple):
         connect, read = given
         return (
-            isinstance(connect, int | float)
-            and isinstance(read, int | float)
+            isinstance(connect, _NUMBER)
+            and isinstance(read, _NUMBER)
             and connect <= left
             and read <= left
         )
-    return isinstance(given, int | float) and given <= left
+    return isinstance(given, _NUMBER) and given <= left
 
 
 def _cut(part: float | None, cap: float) -> float:
@@ -344,12 +347,23 @@ class Retry:
     def send(self, call: Call, next: Next) -> Response:
         """Send the call, retrying failed attempts as the module docstring describes.
 
-        This is the synchronous driver: `_Run` makes every decision (retry or not, how
-        long to wait, whether the budget allows it) without I/O; the driver sends, drains
-        and sleeps as it is told, like tenacity's ``Retrying`` around ``iter()``.
+        This is the synchronous driver: `_Start` and `_Run` make every decision (retry
+        or not, how long to wait, whether the budget allows it) without I/O; the driver
+        sends, drains and sleeps as it is told, like tenacity's ``Retrying`` around
+        ``iter()``. Most calls succeed at once: for them `_Run` is never built.
         """
-        run = _Run(self, call)
-        action = _attempt(run, next, run.first_call(), run.start)
+        start = _Start(self, call)
+        try:
+            response = next(start.call)
+        except requests.RequestException as exc:
+            run = _Run(start)
+            action = run.observed(None, exc, start.began)
+        else:
+            outcome = start.settled(response)
+            if outcome is None:
+                return response
+            run = _Run(start)
+            action = run.observed(response, None, start.began, outcome)
         clock = call.clock
         while not isinstance(action, _Done):
             if isinstance(action, _Wait):
@@ -362,12 +376,23 @@ class Retry:
         return action.result()
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
-        """The asynchronous driver of the same `_Run`: awaits the sends and the waits.
+        """The asynchronous driver of the same `_Start` and `_Run`.
 
-        Cancellation (like Ctrl-C in `send`) ends the call and gives a budget token back.
+        It awaits the sends and the waits. Cancellation (like Ctrl-C in `send`) ends
+        the call and gives a budget token back.
         """
-        run = _Run(self, call)
-        action = await _aattempt(run, next, run.first_call(), run.start)
+        start = _Start(self, call)
+        try:
+            response = await next(start.call)
+        except requests.RequestException as exc:
+            run = _Run(start)
+            action = run.observed(None, exc, start.began)
+        else:
+            outcome = start.settled(response)
+            if outcome is None:
+                return response
+            run = _Run(start)
+            action = run.observed(response, None, start.began, outcome)
         clock = call.clock
         while not isinstance(action, _Done):
             if isinstance(action, _Wait):
@@ -380,20 +405,6 @@ class Retry:
         return action.result()
 
     # -- helpers --------------------------------------------------------------------
-
-    def _first_call(self, call: Call, deadline: float | None, now: float) -> Call:
-        if deadline is None and self.attempt_timeout is None:
-            return call  # nothing to change: no allocation on the hot path
-        given = call.timeout
-        if (
-            self.attempt_timeout is None
-            and deadline is not None
-            and _within(given, deadline - now)
-        ):
-            return call.evolve(deadline=deadline)  # the timeout is within the deadline
-        return call.evolve(
-            deadline=deadline, timeout=self._attempt_timeout(call.timeout, deadline, now)
-        )
 
     def _attempt_timeout(
         self, given: TimeoutValue, deadline: float | None, now: float
@@ -564,12 +575,75 @@ class _Done:
         return self.response
 
 
+class _Start:
+    """What a call's first attempt needs, decided before it is sent (no I/O).
+
+    The deadline (the policy's `timeout` or the caller's, whichever ends first), the
+    idempotency key of a call that gets one, the headers kept for the retries (the
+    policies below may change the first attempt's in place), and the first attempt's
+    `Call`. `settled()` judges the first answer; only when it does not end the call is
+    a `_Run` built on this, so a call that succeeds at once costs no more than this.
+    """
+
+    __slots__ = ("began", "call", "deadline", "given", "policy", "template")
+
+    def __init__(self, policy: Retry, call: Call) -> None:
+        self.policy = policy
+        self.given = call
+        began = self.began = call.clock.monotonic()
+        deadline = call.deadline
+        if policy.timeout is not None:
+            own = began + policy.timeout  # type: ignore[operator]
+            if deadline is None or own < deadline:
+                deadline = own
+        self.deadline = deadline
+        request = call.request
+        headers = request.headers
+        if (
+            policy.add_idempotency_key
+            and (request.method or "GET").upper() not in policy.idempotent_methods
+            and policy.idempotency_header not in headers
+        ):
+            headers[policy.idempotency_header] = uuid.uuid4().hex
+        # The headers before the policies below change them, for the retries.
+        self.template = snapshot_headers(headers) if policy.max_attempts > 1 else headers
+        self.call = _first_attempt(policy, call, deadline, began)
+
+    def settled(self, response: Response) -> Outcome | None:
+        """Judge the first answer: None if it ends the call, else its outcome.
+
+        A success ends it (the budget records it); any other outcome goes to
+        `_Run.observed`.
+        """
+        policy = self.policy
+        outcome = policy.classify(response, None)
+        if outcome is not Outcome.SUCCESS:
+            return outcome
+        budget = policy.budget
+        if budget is not None:
+            budget._record(self.given.clock.monotonic(), failed=False)
+        return None
+
+
+def _first_attempt(policy: Retry, call: Call, deadline: float | None, now: float) -> Call:
+    """The first attempt's call: the deadline and the attempt timeout applied."""
+    if policy.attempt_timeout is None and (
+        deadline is None or within(call.timeout, deadline - now)
+    ):
+        # The caller's timeout is within the deadline: it is kept as it is.
+        return call if deadline == call.deadline else with_deadline(call, deadline)
+    return call.evolve(
+        deadline=deadline, timeout=policy._attempt_timeout(call.timeout, deadline, now)
+    )
+
+
 class _Run:
     """One logical call's retry decisions: a state machine that does no I/O.
 
-    A driver (sync today; async drives the same object) starts with `first_call()`,
-    sends what a `_Send` holds, reports each result to `observed()`, performs each
-    `_Wait` and reports it to `slept()`, until a `_Done`. Every rule of the module
+    A driver builds it from the `_Start` of a call whose first attempt did not settle
+    it, reports that attempt to `observed()`, sends what a `_Send` holds, reports each
+    result to `observed()`, performs each `_Wait` and reports it to `slept()`, until a
+    `_Done`. Every rule of the module
     docstring lives here, once: classification, the budget, Retry-After, the deadline,
     patience, and the history.
     """
@@ -599,30 +673,18 @@ class _Run:
         "why_not",
     )
 
-    def __init__(self, policy: Retry, call: Call) -> None:
-        # Only what the first attempt needs; the rest is set by `_retrying` when an
-        # attempt fails (most calls succeed at once and never need it).
+    def __init__(self, start: _Start) -> None:
+        # Built only when the first attempt did not settle the call.
+        policy = start.policy
         self.policy = policy
-        self.call = call
-        self.start = call.clock.monotonic()
+        self.call = start.given
+        self.start = start.began
         self.budget = policy.budget
-        deadline = call.deadline
-        if policy.timeout is not None:
-            own = self.start + policy.timeout  # type: ignore[operator]
-            deadline = own if deadline is None else min(deadline, own)
-        self.deadline = deadline
-        request = call.request
-        headers = request.headers
-        if (
-            policy.add_idempotency_key
-            and (request.method or "GET").upper() not in policy.idempotent_methods
-            and policy.idempotency_header not in headers
-        ):
-            headers[policy.idempotency_header] = uuid.uuid4().hex
-        # The headers as they were before the policies below changed them, for a retry.
-        self.template = copy_headers(headers) if policy.max_attempts > 1 else headers
+        self.deadline = start.deadline
+        self.template = restore_headers(start.template)
         self.attempt = 1
         self.cost: float | None = None  # what the current attempt's retry cost the budget
+        self._retrying()
 
     def _retrying(self) -> None:
         """The state of a call that may retry: set when its first attempt fails."""
@@ -641,31 +703,30 @@ class _Run:
         self.budgeted: RetryBudget | None = None
         self.server_wait: float | None = None
 
-    def first_call(self) -> Call:
-        """The call for the first attempt (the deadline and attempt timeout applied)."""
-        return self.policy._first_call(self.call, self.deadline, self.start)
-
     def interrupted(self) -> None:
         """The attempt raised something that ends the call (Ctrl-C): give the token back."""
         if self.cost is not None and self.budget is not None:
             self.budget._refund(self.cost)
 
     def observed(
-        self, response: Response | None, error: BaseException | None, began: float
+        self,
+        response: Response | None,
+        error: BaseException | None,
+        began: float,
+        outcome: Outcome | None = None,
     ) -> _Send | _Wait | _Done:
-        """Take an attempt's result; decide to return it, or to wait and retry."""
+        """Take an attempt's result (classified, or to classify); return it, or retry."""
         policy, budget = self.policy, self.budget
         clock = self.call.clock
-        outcome = policy.classify(response, error)
+        if outcome is None:
+            outcome = policy.classify(response, error)
         if outcome is Outcome.SUCCESS:
             if budget is not None:
                 budget._record(clock.monotonic(), failed=False)
                 if self.cost is not None:
                     budget._refund(self.cost)  # a retry that worked is free
             if self.attempt == 1:
-                return _Done(response)  # the hot path: nothing to record
-        if self.attempt == 1:
-            self._retrying()
+                return _Done(response)  # nothing to record
         self.response, self.error = response, error
         self.blocked = False
         self.record = Attempt(

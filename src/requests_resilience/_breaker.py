@@ -34,6 +34,7 @@ import requests
 import structlog
 
 from requests_resilience._breaker_storage import (
+    ADMITTED,
     STATE_CLOSED,
     STATE_HALF_OPEN,
     STATE_OPEN,
@@ -59,6 +60,7 @@ from requests_resilience._errors import (
 from requests_resilience._events import BreakerStateChange
 from requests_resilience._options import count, ratio, seconds
 from requests_resilience._redis import REDIS_TIMEOUT, connect
+from requests_resilience._tally import Tally
 from requests_resilience._telemetry import breaker_state_changed
 
 if TYPE_CHECKING:
@@ -269,6 +271,7 @@ class _Cell:
         "opened",
         "rejected",
         "sent",
+        "shared",
         "storage",
         "used",
     )
@@ -276,10 +279,11 @@ class _Cell:
     def __init__(self, storage: BreakerStorage) -> None:
         self.used = 0  # recency, stamped by `Cells`
         self.storage = storage
+        self.shared = storage.shared  # its time is wall-clock time (Redis), else monotonic
         self.async_storage: AsyncBreakerStorage | None = None  # built on first async use
         self.lock = threading.Lock()
         self.clock: Clock = SystemClock()
-        self.sent = 0
+        self.sent = Tally()  # counted on every attempt: no lock
         self.failed = 0
         self.rejected = 0
         self.opened = 0
@@ -631,8 +635,9 @@ class CircuitBreaker(Rebuilt):
 
     def _admit(self, key: str, cell: _Cell, call: Call) -> bool:
         """Ask the (sync) storage to admit the call: refuse it, or say if it is the probe."""
-        storage = cell.storage
-        admission = storage.admit(_now(call.clock, storage.shared), self._settings.rules)
+        admission = cell.storage.admit(_now(call.clock, cell.shared), self._settings.rules)
+        if admission is ADMITTED:
+            return False  # closed: no transition, no probe (most calls)
         return self._admitted(key, cell, admission, call)
 
     def _admitted(self, key: str, cell: _Cell, admission: Admission, call: Call) -> bool:
@@ -670,7 +675,7 @@ class CircuitBreaker(Rebuilt):
     ) -> None:
         """Record the outcome in the storage (or release the attempt), and count it."""
         storage = cell.storage
-        now = _now(clock, storage.shared)
+        now = _now(clock, cell.shared)
         try:
             failed = self._failure_of(outcome)
         except BaseException:
@@ -689,12 +694,13 @@ class CircuitBreaker(Rebuilt):
         self, key: str, cell: _Cell, failed: bool | None, transition: Transition | None
     ) -> None:
         """This process's counts of a recorded attempt (`failed` None: is_failure raised)."""
-        with cell.lock:
-            cell.sent += 1
-            if failed:
-                cell.failed += 1
-            if transition is not None and transition.new == STATE_OPEN:
-                cell.opened += 1
+        cell.sent.add()
+        if failed or transition is not None:
+            with cell.lock:
+                if failed:
+                    cell.failed += 1
+                if transition is not None and transition.new == STATE_OPEN:
+                    cell.opened += 1
         if transition is not None:
             self._announce(key, transition)
 
@@ -788,7 +794,12 @@ class CircuitBreaker(Rebuilt):
         storage = cell.storage
         stored = storage.read(_now(clock, storage.shared), self._settings.rules)
         with cell.lock:
-            sent, failed, rejected, opened = cell.sent, cell.failed, cell.rejected, cell.opened
+            sent, failed, rejected, opened = (
+                cell.sent.value,
+                cell.failed,
+                cell.rejected,
+                cell.opened,
+            )
         return BreakerStatus(
             key=key,
             state=_PUBLIC_STATES.get(stored.state, stored.state),

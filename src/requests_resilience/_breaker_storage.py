@@ -214,9 +214,10 @@ class _Window:
         self.slow = [0] * buckets
 
     def add(self, bucket: int, failed: bool, slow: bool = False) -> None:
-        slot = bucket % len(self.ids)
-        if self.ids[slot] != bucket:
-            self.ids[slot] = bucket
+        ids = self.ids
+        slot = bucket % len(ids)
+        if ids[slot] != bucket:
+            ids[slot] = bucket
             self.calls[slot] = 0
             self.failures[slot] = 0
             self.slow[slot] = 0
@@ -304,6 +305,14 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
         self, now: float, rules: Rules, *, failed: bool, probe: bool, slow: bool = False
     ) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so."""
+        if not (failed or probe or slow):
+            # The common answer, a fast success outside a probe: it opens and closes
+            # nothing, so it is only counted.
+            with self._lock:
+                self.reset_counter()
+                if self.state == STATE_CLOSED:
+                    self._window.add(rules.bucket(now), False)
+            return None
         with self._lock:
             if failed:
                 self.increment_counter()

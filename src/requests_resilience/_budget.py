@@ -139,6 +139,9 @@ class _State:
     spent: int = 0
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Successes counted without the lock since the last locked step (one item each;
+    #: ``list.append`` is atomic): the next locked step folds them in, see `_record`.
+    pending: list[None] = field(default_factory=list)
 
 
 class RetryBudget(Rebuilt):
@@ -236,7 +239,17 @@ class RetryBudget(Rebuilt):
         recorded.
         """
         state = self._state
+        if not failed and not state.failing:
+            start = state.bucket_start
+            if start is not None and now - start < self._settings.bucket_width:
+                # The common case: a success while the server is healthy, in the
+                # current bucket. It cannot start a failing spell, so it is only
+                # counted, without the lock; the next locked step folds it in. (A
+                # spell that begins meanwhile misses its 0.2 token: the safe way.)
+                state.pending.append(None)
+                return
         with state.lock:
+            self._fold()
             start = state.bucket_start
             if start is None or now - start >= self._settings.bucket_width:
                 self._advance(now)  # a new bucket (most calls land in the current one)
@@ -261,6 +274,7 @@ class RetryBudget(Rebuilt):
         """Admit one retry: its cost in tokens (0.0 while healthy), or None if refused."""
         state = self._state
         with state.lock:
+            self._fold()
             self._advance(now)
             self._judge(now)
             if not state.failing:
@@ -284,6 +298,18 @@ class RetryBudget(Rebuilt):
             state.spent -= 1
 
     # -- the rules ----------------------------------------------------------------------
+
+    def _fold(self) -> None:
+        """Count the successes recorded without the lock (called holding it)."""
+        state = self._state
+        pending = state.pending
+        count = len(pending)
+        if count:
+            del pending[:count]  # atomic: successes appended meanwhile stay pending
+            state.successes[state.newest] += count
+            state.window_successes += count
+            state.successes_total += count
+            state.run = 0
 
     def _advance(self, now: float) -> None:
         """Slide the window to `now`, dropping buckets older than `window`."""
@@ -336,6 +362,7 @@ class RetryBudget(Rebuilt):
         """
         state = self._state
         with state.lock:
+            self._fold()
             return {
                 "failing": float(state.failing),
                 "tokens": state.tokens,

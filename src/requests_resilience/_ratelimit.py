@@ -56,6 +56,7 @@ from requests_resilience._ratelimit_storage import (
     ttl_ms,
 )
 from requests_resilience._redis import REDIS_TIMEOUT, connect
+from requests_resilience._tally import Tally
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -184,7 +185,7 @@ class _Cell:
         self.clock: Clock = SystemClock()
         self.rate = rate  # the last rate this process saw, for the gauge
         self.ceiling: float | None = None  # the last ceiling sent to the bucket
-        self.sent = 0
+        self.sent = Tally()  # counted on every attempt: no lock
         self.waited = 0
         self.refused = 0
         self.throttled = 0
@@ -837,7 +838,7 @@ class RateLimit(Rebuilt):
                 target=state.target,
                 tokens=state.tokens,
                 paused_for=state.paused_for,
-                sent=cell.sent,
+                sent=cell.sent.value,
                 waited=cell.waited,
                 refused=cell.refused,
                 throttled=cell.throttled,
@@ -978,9 +979,9 @@ def _nothing_new(cell: _Cell, headers: Mapping[str, str]) -> bool:
 
 def _depart(cell: _Cell, rate: float, waited: float, now_of: Callable[[], float]) -> float:
     """Count the attempt as sent (after waiting, or not); the time it leaves."""
-    with cell.lock:
-        cell.sent += 1
-        if waited > 0:
+    cell.sent.add()
+    if waited > 0:
+        with cell.lock:
             cell.waited += 1
     _on_span(rate, waited)
     return now_of()

@@ -929,3 +929,29 @@ def test_bad_slow_call_options_are_refused(options: dict[str, Any], message: str
 def test_the_repr_shows_the_slow_call_settings() -> None:
     breaker = CircuitBreaker(slow_call_duration=timedelta(seconds=2), slow_call_ratio=0.8)
     assert "slow_call_duration=2.0, slow_call_ratio=0.8" in repr(breaker)
+
+
+def test_a_fast_success_is_counted_like_any_outcome_in_the_window() -> None:
+    """The storage's short step for a fast success keeps the window's counts exact."""
+    from requests_resilience._breaker_storage import STATE_CLOSED, MemoryBreakerStorage, Rules
+
+    rules = Rules(
+        failure_ratio=0.5,
+        minimum_calls=10,
+        window=10.0,
+        buckets=10,
+        break_duration=5.0,
+        half_open_probes=1,
+        probe_retry_after=1.0,
+    )
+    storage = MemoryBreakerStorage(rules.buckets)
+    for second in range(4):
+        storage.record(float(second), rules, failed=True, probe=False)
+        for _ in range(3):
+            storage.record(float(second) + 0.5, rules, failed=False, probe=False)
+    state = storage.read(3.9, rules)
+    assert (state.calls, state.failures) == (16, 4)
+    assert storage.counter == 0  # the failure count is reset by a success, as pybreaker's
+    assert storage.state == STATE_CLOSED
+    later = storage.read(12.9, rules)  # the window slid: only second 3 is left in it
+    assert (later.calls, later.failures) == (4, 1)

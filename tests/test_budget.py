@@ -240,3 +240,37 @@ def test_bad_options_are_configuration_errors(option: str, value: object) -> Non
     """Every option is checked when the budget is built, and the message names it."""
     with pytest.raises(ConfigurationError, match=option):
         RetryBudget(**{option: value})  # type: ignore[arg-type]
+
+
+def test_healthy_successes_from_many_threads_are_all_counted() -> None:
+    """Successes while healthy are counted without the lock: none is lost."""
+    budget = RetryBudget()
+    budget._record(0.0, failed=False)  # the first one opens the bucket
+    each, count = 5_000, 8
+    start = threading.Barrier(count)
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(each):
+            budget._record(0.5, failed=False)
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snapshot = budget.snapshot()
+    assert snapshot["successes"] == 1 + each * count
+    assert snapshot["window_attempts"] == 1 + each * count
+
+
+def test_a_success_counted_without_the_lock_still_ends_a_run() -> None:
+    """The run of failures is measured in order: a later success resets it."""
+    budget = RetryBudget()
+    outcomes(budget, 0.0, successes=60, failures=2)
+    assert budget.snapshot()["run"] == 2
+    outcomes(budget, 0.0, successes=1)  # healthy: counted without the lock
+    assert budget.snapshot()["run"] == 0
+    outcomes(budget, 0.0, successes=3, failures=1)  # the successes first, then a failure
+    assert budget.snapshot()["run"] == 1
+    assert budget.snapshot()["window_attempts"] == 67

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
 from requests_resilience import PipelineAdapter, RateLimit
@@ -160,3 +162,82 @@ def test_no_dataclass_is_copied_with_replace(
     monkeypatch.setattr(dataclasses, "replace", refuse)
     for _ in range(CALLS):
         send()
+
+
+# -- the shortcuts the hot path takes give what the long way gives -----------------------
+
+
+def test_first_call_builds_the_call_the_constructor_builds() -> None:
+    from requests_resilience._clock import SystemClock
+    from requests_resilience._pipeline import Call, first_call
+    from requests_resilience._secrets import NO_SECRETS
+
+    request = requests.Request("GET", URL).prepare()
+    clock = SystemClock()
+    made = first_call(
+        request, True, (3.0, 30.0), "/ca.pem", None, {"https": "p"}, clock, NO_SECRETS
+    )
+    assert made == Call(
+        request=request,
+        stream=True,
+        timeout=(3.0, 30.0),
+        verify="/ca.pem",
+        cert=None,
+        proxies=proxies,
+        clock=clock,
+        redactor=NO_SECRETS,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.attempt = 2  # type: ignore[misc]
+
+
+def test_with_deadline_is_evolve_with_only_the_deadline() -> None:
+    from requests_resilience._pipeline import Call, with_deadline
+
+    call = Call(request=requests.Request("GET", URL).prepare(), timeout=5.0, attempt=3)
+    later = with_deadline(call, 42.0)
+    assert later == call.evolve(deadline=42.0)
+    assert later is not call
+    assert call.deadline is None  # the original is untouched
+
+
+def test_the_url_text_of_an_httpx_request_is_str_of_its_url() -> None:
+    from requests_resilience._httpx import _url_text
+
+    for text in (URL, "http://[::1]:8080/a?b=c#d", "https://user:pw@example.com/x%20y"):
+        url = httpx.URL(text)
+        assert _url_text(url) == str(url)
+        assert _url_text(httpx.URL(text)) == str(url)  # a second, equal URL: the cache
+
+
+_HEADER_NAMES = st.sampled_from(["Accept", "accept", "Authorization", "X-Tag", "x-tag", "Host"])
+_HEADER_VALUES = st.text(alphabet="abcXYZ019 /=", min_size=0, max_size=6)
+
+
+@given(
+    source=st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=6),
+    changes=st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), min_size=1, max_size=3),
+)
+def test_headers_set_in_one_pass_are_what_httpx_sets(
+    source: list[tuple[str, str]], changes: list[tuple[str, str]]
+) -> None:
+    """`_with_set` (one pass over httpx's list) against ``headers[name] = value``."""
+    from requests_resilience._httpx import _with_set
+
+    expected = httpx.Headers(source)
+    for name, value in changes:
+        expected[name] = value
+    # What `_Headers.changes` holds: each name's last setting, where it was first set.
+    kept: dict[str, tuple[str, str]] = {}
+    for name, value in changes:
+        kept[name.lower()] = (name, value)
+    made = _with_set(httpx.Headers(source), kept.values())
+    assert made is not None
+    assert made.raw == expected.raw
+    assert made.encoding == expected.encoding
+
+
+def test_a_header_outside_ascii_is_left_to_httpx() -> None:
+    from requests_resilience._httpx import _with_set
+
+    assert _with_set(httpx.Headers({"A": "1"}), [("X-Name", "café")]) is None

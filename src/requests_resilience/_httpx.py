@@ -23,7 +23,9 @@ requests path (`APIConnectionError` and its family), with the httpx exception as
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,7 +38,9 @@ from requests_resilience._headers import copy_headers
 from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, Call, Pipeline, first_call
 
 if TYPE_CHECKING:
+    from requests_resilience._clock import Clock
     from requests_resilience._pipeline import TimeoutValue
+    from requests_resilience._secrets import Redactor
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -182,6 +186,8 @@ class _Headers(CaseInsensitiveDict[str]):
                 removed = [before[key][0] for key in before.keys() - store.keys()]
         if not changed and not removed:
             return self.source
+        if not removed and isinstance(getattr(self.source, "_list", None), list):
+            return _with_set(self.source, changed)  # httpx's list, as httpx 0.18+ keeps it
         wire = httpx.Headers(self.source)
         for name, value in changed:
             if not (name.isascii() and value.isascii()):
@@ -190,6 +196,53 @@ class _Headers(CaseInsensitiveDict[str]):
         for name in removed:
             del wire[name]
         return wire
+
+
+def _with_set(source: httpx.Headers, changed: Iterable[tuple[str, str]]) -> httpx.Headers | None:
+    """`source` with the headers `changed` set, as ``headers[name] = value`` sets them.
+
+    Each set header takes the place of the first with its name (repeats after it are
+    dropped), or goes last; the others keep their bytes. One pass over httpx's list
+    for all the changes, instead of one per change. None if a change is not ASCII
+    (httpx would not encode it as Latin-1). For headers whose ``_list`` httpx keeps
+    (see `_triples`).
+    """
+    triples: list[tuple[bytes, bytes, bytes]] = source._list
+    setting: dict[bytes, tuple[bytes, bytes, bytes]] = {}
+    for name, value in changed:
+        if not (name.isascii() and value.isascii()):
+            return None
+        raw = name.encode("ascii")
+        lowered = raw.lower()
+        setting[lowered] = (raw, lowered, value.encode("ascii"))  # set twice: the last
+    if setting.keys().isdisjoint(map(_LOWERED, triples)):
+        items = [*triples, *setting.values()]  # the common case: new names, set last
+    else:
+        items = _replaced(triples, setting)
+    wire: httpx.Headers = _NEW(httpx.Headers)
+    wire._list = items
+    wire._encoding = None  # as httpx's own copy has it: worked out when asked
+    return wire
+
+
+_LOWERED = operator.itemgetter(1)
+
+
+def _replaced(
+    triples: list[tuple[bytes, bytes, bytes]], setting: dict[bytes, tuple[bytes, bytes, bytes]]
+) -> list[tuple[bytes, bytes, bytes]]:
+    """Httpx's list with the headers in `setting` set (see `_with_set`)."""
+    pending = dict(setting)
+    items: list[tuple[bytes, bytes, bytes]] = []
+    for triple in triples:
+        if triple[1] in setting:
+            replacement = pending.pop(triple[1], None)
+            if replacement is not None:
+                items.append(replacement)  # later repeats of the name are dropped
+        else:
+            items.append(triple)
+    items.extend(pending.values())
+    return items
 
 
 def _new_request_view(source: httpx.Request, extensions: Mapping[str, Any]) -> _RequestView:
@@ -378,13 +431,39 @@ class _ResponseView(requests.Response):
 def _request_view(request: httpx.Request) -> _RequestView:
     """The view of a request whose body was read (every attempt replays those bytes)."""
     extensions = request.extensions
-    view = _new_request_view(request, extensions)
-    view.method = request.method
-    view.url = view.source_url = str(request.url)
-    view.source_timeout = _timeout_of(extensions)
-    view.body = view.source_body = request.content or None
-    view.hooks = {"response": []}
+    url = _url_text(request.url)
+    body = request.content or None
+    view: _RequestView = _NEW(_RequestView)
+    view.__dict__ = {  # PreparedRequest's own attributes, then the view's
+        "_cookies": None,
+        "_body_position": None,
+        "method": request.method,
+        "url": url,
+        "body": body,
+        "hooks": {"response": []},
+        "source": request,
+        "extensions": extensions,
+        "source_url": url,
+        "source_body": body,
+        "source_timeout": _timeout_of(extensions),
+    }
     return view
+
+
+def _url_text(url: httpx.URL) -> str:
+    """``str(url)``, remembered for the URLs of the last requests.
+
+    httpx renders the URL from its parsed parts on every ``str()``; the parts (a named
+    tuple) are the cache's key, so equal URLs share one text. Should a release of
+    httpx drop the parts, ``str()`` is used.
+    """
+    reference = getattr(url, "_uri_reference", None)
+    if reference is None:
+        return str(url)
+    return _rendered(reference)
+
+
+_rendered: Callable[[object], str] = functools.lru_cache(maxsize=256)(str)
 
 
 def _response_view(
@@ -392,36 +471,27 @@ def _response_view(
 ) -> _ResponseView:
     """The requests-shaped view of an httpx response (its body left unread)."""
     view: _ResponseView = _NEW(_ResponseView)
-    vars(view).update(  # Response's own, and the lazy headers' and raw's
-        _content=False,
-        _content_consumed=False,
-        _next=None,
-        status_code=response.status_code,
-        url=request.url or "",
-        request=request,
-        history=[],
-        elapsed=_NO_TIME,
-        httpx=response,
-        _asynchronous=asynchronous,
-    )
+    view.__dict__ = {  # Response's own, and the lazy headers' and raw's
+        "_content": False,
+        "_content_consumed": False,
+        "_next": None,
+        "status_code": response.status_code,
+        "url": request.url or "",
+        "request": request,
+        "history": [],
+        "elapsed": _NO_TIME,
+        "httpx": response,
+        "_asynchronous": asynchronous,
+    }
     return view
 
 
 _NO_TIME = datetime.timedelta(0)
 
 
-def _call_of(view: _RequestView, pipeline: Pipeline) -> Call:
+def _call_of(view: _RequestView, clock: Clock, redactor: Redactor) -> Call:
     # stream=True: httpx reads (or streams) the body after the transport
-    return first_call(
-        view,
-        True,
-        view.source_timeout,
-        True,
-        None,
-        None,
-        pipeline.clock,
-        pipeline.redactor,
-    )
+    return first_call(view, True, view.source_timeout, True, None, None, clock, redactor)
 
 
 def _wire_request(call: Call) -> httpx.Request:
@@ -591,6 +661,7 @@ class ResilientTransport(httpx.BaseTransport):
     def __init__(self, pipeline: Pipeline, transport: httpx.BaseTransport | None = None) -> None:
         _check(pipeline, transport, httpx.BaseTransport)
         self._pipeline = pipeline
+        self._clock, self._redactor = pipeline.clock, pipeline.redactor  # a frozen pipeline's
         self._transport: httpx.BaseTransport = transport or httpx.HTTPTransport()
         self._handler = pipeline.wrap(self._send)
 
@@ -602,7 +673,8 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Run the pipeline for one request, as `httpx.Client.send` asks."""
         request.read()
-        return _result(self._handler(_call_of(_request_view(request), self._pipeline)), request)
+        call = _call_of(_request_view(request), self._clock, self._redactor)
+        return _result(self._handler(call), request)
 
     def _send(self, call: Call) -> requests.Response:
         """One wire attempt on the wrapped transport, seen through the neutral view."""
@@ -644,6 +716,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         _check(pipeline, transport, httpx.AsyncBaseTransport)
         self._pipeline = pipeline
+        self._clock, self._redactor = pipeline.clock, pipeline.redactor  # a frozen pipeline's
         self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport()
         self._handler = pipeline.wrap_async(self._send)
 
@@ -658,8 +731,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             request.content  # noqa: B018 - in memory already (httpx reads bytes bodies at once)?
         except httpx.RequestNotRead:  # a streamed body: read it (once) to replay it
             await request.aread()
-        view = _request_view(request)
-        return _result(await self._handler(_call_of(view, self._pipeline)), request)
+        call = _call_of(_request_view(request), self._clock, self._redactor)
+        return _result(await self._handler(call), request)
 
     async def _send(self, call: Call) -> requests.Response:
         wire = _wire_request(call)

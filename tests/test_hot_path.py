@@ -174,9 +174,8 @@ def test_first_call_builds_the_call_the_constructor_builds() -> None:
 
     request = requests.Request("GET", URL).prepare()
     clock = SystemClock()
-    made = first_call(
-        request, True, (3.0, 30.0), "/ca.pem", None, {"https": "p"}, clock, NO_SECRETS
-    )
+    proxies = {"https": "http://proxy:3128"}
+    made = first_call(request, True, (3.0, 30.0), "/ca.pem", None, proxies, clock, NO_SECRETS)
     assert made == Call(
         request=request,
         stream=True,

@@ -189,9 +189,15 @@ class PipelineAdapter(HTTPAdapter):
         # The deadline on the wire is real time, whatever the pipeline's clock. An
         # attempt that starts with no time left still gets the millisecond that Retry
         # gives it, as it did before the deadline held on the wire.
-        left = call.deadline - call.clock.monotonic()
-        left = max(left, _MIN_ATTEMPT)
-        deadline = _monotonic() + left
+        clock = call.clock
+        now = clock.monotonic()
+        left = call.deadline - now
+        if left > _MIN_ATTEMPT:
+            # On the real clock the call's deadline is the wire's (one reading fewer).
+            deadline = call.deadline if clock.monotonic is _monotonic else _monotonic() + left
+        else:
+            left = _MIN_ATTEMPT
+            deadline = _monotonic() + left
         timeout = call.timeout
         if not within(timeout, left):
             timeout = cut_timeout(timeout, left)

@@ -166,13 +166,21 @@ def _parse_origin(url: str) -> tuple[str, str]:
 _cached_origin = functools.lru_cache(maxsize=1024)(_parse_origin)
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached_host_key(url: str) -> str:
+    return _parse_origin(url)[0]
+
+
 def breaker_key_by_host(call: Call) -> str:
     """One breaker per origin: ``"https://api.example.com:443"`` (the default key).
 
     Example:
         >>> CircuitBreaker(key=breaker_key_by_host)  # doctest: +SKIP
     """
-    return _origin(call.request.url or "")[0]
+    url = call.request.url or ""
+    if len(url) <= _CACHED_URL_LENGTH:
+        return _cached_host_key(url)  # a breaker and a rate limit ask for it on every call
+    return _parse_origin(url)[0]
 
 
 def breaker_key_by_endpoint(call: Call) -> str:

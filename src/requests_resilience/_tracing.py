@@ -33,7 +33,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeAlias
 from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
 from opentelemetry import context, metrics, trace
@@ -200,13 +200,12 @@ class Tracing(Rebuilt):
 
     __slots__ = (
         "_full_urls",
-        "_histogram_cache",
         "_meter_provider",
+        "_recorders_cache",
         "_request_hook",
         "_request_id_attribute",
         "_response_hook",
         "_servers",
-        "_tracer_cache",
         "_tracer_provider",
     )
     name: ClassVar[str] = "tracing"
@@ -245,8 +244,7 @@ class Tracing(Rebuilt):
         self._request_hook = request_hook
         self._response_hook = response_hook
         self._request_id_attribute = request_id_attribute
-        self._tracer_cache: tuple[object, Tracer | None] | None = None
-        self._histogram_cache: tuple[object, metrics.Histogram | None] | None = None
+        self._recorders_cache: tuple[object, object, _Recorders] | None = None
         self._servers: dict[str, dict[str, AttributeValue]] = {}
         self._full_urls: dict[tuple[str, Redactor], str] = {}
 
@@ -262,8 +260,7 @@ class Tracing(Rebuilt):
         current = context.get_current()
         if current.get(_SUPPRESS):
             return next(call)  # suppress_instrumentation(): an exporter's own request
-        tracer = self._tracer()
-        histogram = self._histogram()
+        tracer, histogram = self._recorders()
         log = debug_enabled()
         if tracer is None and histogram is None and not log:
             _propagate(call, current)  # the API-only hot path: nothing else to do
@@ -277,8 +274,7 @@ class Tracing(Rebuilt):
         current = context.get_current()
         if current.get(_SUPPRESS):
             return await next(call)
-        tracer = self._tracer()
-        histogram = self._histogram()
+        tracer, histogram = self._recorders()
         log = debug_enabled()
         if tracer is None and histogram is None and not log:
             _propagate(call, current)
@@ -496,32 +492,30 @@ class Tracing(Rebuilt):
 
     # -- providers, looked up lazily and cached per provider ---------------------------
 
-    def _tracer(self) -> Tracer | None:
-        provider = self._tracer_provider
-        if provider is None:
-            provider = global_tracer_provider()
-        cached = self._tracer_cache
-        if cached is not None and cached[0] is provider:
-            return cached[1]
-        tracer = _tracer_of(provider)
-        self._tracer_cache = (provider, tracer)
-        return tracer
+    def _recorders(self) -> _Recorders:
+        """The tracer and the duration histogram (None where the provider is a no-op).
 
-    def _histogram(self) -> metrics.Histogram | None:
-        provider = self._meter_provider
-        if provider is None:
-            provider = global_meter_provider()
-        cached = self._histogram_cache
-        if cached is not None and cached[0] is provider:
-            return cached[1]
+        Made once per pair of providers (the given ones, else the global ones), so that
+        a call costs two look-ups and two identity checks.
+        """
+        tracer_provider = self._tracer_provider
+        if tracer_provider is None:
+            tracer_provider = global_tracer_provider()
+        meter_provider = self._meter_provider
+        if meter_provider is None:
+            meter_provider = global_meter_provider()
+        cached = self._recorders_cache
+        if cached is not None and cached[0] is tracer_provider and cached[1] is meter_provider:
+            return cached[2]
         histogram: metrics.Histogram | None = None
-        if not is_noop_meter_provider(provider):
-            meter = provider.get_meter(
+        if not is_noop_meter_provider(meter_provider):
+            meter = meter_provider.get_meter(
                 INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
             )
             histogram = _duration_histogram(meter)
-        self._histogram_cache = (provider, histogram)
-        return histogram
+        recorders = (_tracer_of(tracer_provider), histogram)
+        self._recorders_cache = (tracer_provider, meter_provider, recorders)
+        return recorders
 
     def __repr__(self) -> str:
         def shown(value: object) -> str:
@@ -741,6 +735,9 @@ def _outer_http_span(current: context.Context) -> bool:
     if kind is not None:
         return bool(kind is SpanKind.CLIENT)
     return not span.is_recording() and span.get_span_context().is_valid
+
+
+_Recorders: TypeAlias = "tuple[Tracer | None, metrics.Histogram | None]"
 
 
 def _tracer_of(provider: trace.TracerProvider) -> Tracer | None:

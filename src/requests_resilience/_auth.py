@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from requests_resilience._errors import ConfigurationError, MissingAPIKeyError
+from requests_resilience._headers import put_header
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -133,6 +134,7 @@ class APIKeyAuth:
         "_bind_lock",
         "_explicit",
         "_header",
+        "_item",
         "_key",
         "_origin",
         "_prefixes",
@@ -178,6 +180,7 @@ class APIKeyAuth:
         self._header = header
         self._scheme = scheme
         self._value = f"{scheme} {key}" if scheme else key
+        self._item = (header.lower(), (header, self._value))  # for `put_header`
         self._origin = bound
         self._explicit = bound is not None
         self._prefixes = _prefixes(bound) if bound is not None else ()
@@ -210,7 +213,7 @@ class APIKeyAuth:
 
     def _authorize(self, request: PreparedRequest) -> None:
         if self._is_own(request.url or ""):
-            request.headers[self._header] = self._value
+            put_header(request.headers, self._item)
         elif request.headers.get(self._header) == self._value:
             del request.headers[self._header]  # kept by requests across a redirect
 

@@ -643,7 +643,9 @@ class CircuitBreaker(Rebuilt):
 
     def _admit(self, key: str, cell: _Cell, call: Call) -> bool:
         """Ask the (sync) storage to admit the call: refuse it, or say if it is the probe."""
-        admission = cell.storage.admit(_now(call.clock, cell.shared), self._settings.rules)
+        clock = call.clock
+        now = clock.time() if cell.shared else clock.monotonic()  # see _now
+        admission = cell.storage.admit(now, self._settings.rules)
         if admission is ADMITTED:
             return False  # closed: no transition, no probe (most calls)
         return self._admitted(key, cell, admission, call)
@@ -683,7 +685,7 @@ class CircuitBreaker(Rebuilt):
     ) -> None:
         """Record the outcome in the storage (or release the attempt), and count it."""
         storage = cell.storage
-        now = _now(clock, cell.shared)
+        now = clock.time() if cell.shared else clock.monotonic()  # see _now
         try:
             failed = self._failure_of(outcome)
         except BaseException:

@@ -10,12 +10,12 @@ mapping is copied with its own ``copy()``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TypeVar
 
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["copy_headers", "header", "restore_headers", "snapshot_headers"]
+__all__ = ["copy_headers", "header", "put_header", "restore_headers", "snapshot_headers"]
 
 _H = TypeVar("_H")
 
@@ -67,3 +67,20 @@ def header(headers: Mapping[str, str], lowered: str) -> str | None:
     if lookup is not None:
         return lookup(lowered)  # type: ignore[no-any-return]
     return headers.get(lowered)
+
+
+def put_header(headers: MutableMapping[str, str], item: tuple[str, tuple[str, str]]) -> None:
+    """``headers[name] = value``, given as ``(lowered name, (name, value))``.
+
+    For a `CaseInsensitiveDict`, the item goes into its store as it is (the store keeps
+    ``(name as given, value)`` by lowered name), without lowering the name again or
+    making the pair: a policy that sets the same header on every request (auth) makes
+    its item once.
+    """
+    given: Any = headers
+    if type(given) is CaseInsensitiveDict:
+        lowered, pair = item
+        vars(given)["_store"][lowered] = pair
+        return
+    name, value = item[1]
+    headers[name] = value

@@ -515,16 +515,17 @@ def _wire_request(call: Call) -> httpx.Request:
     same_target = same_url and view.body is view.source_body and view.method == source.method
     if same_target and same_timeout and headers is source.headers:
         return source  # no policy changed anything: the request as the client made it
-    extensions = (
-        dict(view.extensions) if same_timeout else _with_timeout(view.extensions, call.timeout)
-    )
+    # The transports only read the extensions: an unchanged timeout shares the source's.
+    extensions = view.extensions if same_timeout else _with_timeout(view.extensions, call.timeout)
     if same_target:
         # Only headers or timeouts changed: the source with those two replaced. (An
         # `httpx.Request` is a plain object; its __init__ would parse nothing more here.)
         wire: httpx.Request = _NEW(httpx.Request)
-        vars(wire).update(vars(source))
-        wire.headers = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
-        wire.extensions = extensions
+        wire.__dict__ = {
+            **vars(source),
+            "headers": headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers),
+            "extensions": extensions,
+        }
         return wire
     url: httpx.URL | str = source.url if same_url else (view.url or "")
     if view.body is not view.source_body:

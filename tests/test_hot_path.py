@@ -240,3 +240,19 @@ def test_a_header_outside_ascii_is_left_to_httpx() -> None:
     from requests_resilience._httpx import _with_set
 
     assert _with_set(httpx.Headers({"A": "1"}), [("X-Name", "café")]) is None
+
+
+def test_a_header_put_as_an_item_is_what_setting_it_gives() -> None:
+    from requests.structures import CaseInsensitiveDict
+
+    from requests_resilience._headers import put_header
+
+    item = ("authorization", ("Authorization", "Bearer k"))
+    fast: CaseInsensitiveDict[str] = CaseInsensitiveDict({"AUTHORIZATION": "old", "A": "1"})
+    slow: CaseInsensitiveDict[str] = CaseInsensitiveDict({"AUTHORIZATION": "old", "A": "1"})
+    put_header(fast, item)
+    slow["Authorization"] = "Bearer k"
+    assert list(fast.items()) == list(slow.items()) == [("Authorization", "Bearer k"), ("A", "1")]
+    plain: dict[str, str] = {}
+    put_header(plain, item)  # any other mapping: set the usual way
+    assert plain == {"Authorization": "Bearer k"}

@@ -667,11 +667,13 @@ class CircuitBreaker(Rebuilt):
         local refusal, or an interruption (KeyboardInterrupt, cancellation); a probe
         that ends so stays unanswered and is released. `is_failure` may raise.
         """
-        if isinstance(outcome, BaseException) and (
-            not isinstance(outcome, Exception) or refused_locally(outcome)
-        ):
-            return None
-        return bool(self._settings.is_failure(outcome))
+        is_failure = self._settings.is_failure
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception) or refused_locally(outcome):
+                return None
+        elif is_failure is is_breaker_failure:
+            return outcome.status_code >= 500  # the default rule for an answer, inlined
+        return bool(is_failure(outcome))
 
     def _record(
         self,

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import requests
 import urllib3.util
@@ -75,7 +75,9 @@ from requests_resilience._telemetry import retry_scheduled
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
+    from requests.structures import CaseInsensitiveDict
 
+    from requests_resilience._clock import Clock
     from requests_resilience._pipeline import AsyncNext, Call, Next, TimeoutValue
 
 __all__ = ["Outcome", "Retry", "classify_outcome"]
@@ -347,23 +349,23 @@ class Retry:
     def send(self, call: Call, next: Next) -> Response:
         """Send the call, retrying failed attempts as the module docstring describes.
 
-        This is the synchronous driver: `_Start` and `_Run` make every decision (retry
+        This is the synchronous driver: `_start`, `_settled` and `_Run` make every decision (retry
         or not, how long to wait, whether the budget allows it) without I/O; the driver
         sends, drains and sleeps as it is told, like tenacity's ``Retrying`` around
         ``iter()``. Most calls succeed at once: for them `_Run` is never built.
         """
-        start = _Start(self, call)
+        first, began, deadline, template = _start(self, call)
         try:
-            response = next(start.call)
+            response = next(first)
         except requests.RequestException as exc:
-            run = _Run(start)
-            action = run.observed(None, exc, start.began)
+            run = _Run(self, call, began, deadline, template)
+            action = run.observed(None, exc, began)
         else:
-            outcome = start.settled(response)
+            outcome = _settled(self, response, call.clock)
             if outcome is None:
                 return response
-            run = _Run(start)
-            action = run.observed(response, None, start.began, outcome)
+            run = _Run(self, call, began, deadline, template)
+            action = run.observed(response, None, began, outcome)
         clock = call.clock
         while not isinstance(action, _Done):
             if isinstance(action, _Wait):
@@ -376,23 +378,23 @@ class Retry:
         return action.result()
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
-        """The asynchronous driver of the same `_Start` and `_Run`.
+        """The asynchronous driver of the same `_start`, `_settled` and `_Run`.
 
         It awaits the sends and the waits. Cancellation (like Ctrl-C in `send`) ends
         the call and gives a budget token back.
         """
-        start = _Start(self, call)
+        first, began, deadline, template = _start(self, call)
         try:
-            response = await next(start.call)
+            response = await next(first)
         except requests.RequestException as exc:
-            run = _Run(start)
-            action = run.observed(None, exc, start.began)
+            run = _Run(self, call, began, deadline, template)
+            action = run.observed(None, exc, began)
         else:
-            outcome = start.settled(response)
+            outcome = _settled(self, response, call.clock)
             if outcome is None:
                 return response
-            run = _Run(start)
-            action = run.observed(response, None, start.began, outcome)
+            run = _Run(self, call, began, deadline, template)
+            action = run.observed(response, None, began, outcome)
         clock = call.clock
         while not isinstance(action, _Done):
             if isinstance(action, _Wait):
@@ -575,54 +577,51 @@ class _Done:
         return self.response
 
 
-class _Start:
+#: The headers kept for the retries: `snapshot_headers` of the first attempt's.
+_Template: TypeAlias = "tuple[tuple[str, str], ...] | CaseInsensitiveDict[str]"
+
+
+def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Template]:
     """What a call's first attempt needs, decided before it is sent (no I/O).
 
-    The deadline (the policy's `timeout` or the caller's, whichever ends first), the
-    idempotency key of a call that gets one, the headers kept for the retries (the
-    policies below may change the first attempt's in place), and the first attempt's
-    `Call`. `settled()` judges the first answer; only when it does not end the call is
-    a `_Run` built on this, so a call that succeeds at once costs no more than this.
+    Returns the first attempt's `Call`, when the call began, its deadline (the policy's
+    `timeout` or the caller's, whichever ends first) and the headers kept for the
+    retries (the policies below may change the first attempt's in place). A call
+    that should carry an idempotency key gets it here, once. Only when `_settled`
+    says the first answer does not end the call is a `_Run` built on these, so a call
+    that succeeds at once costs no more than this.
     """
+    began = call.clock.monotonic()
+    deadline = call.deadline
+    if policy.timeout is not None:
+        own = began + policy.timeout  # type: ignore[operator]
+        if deadline is None or own < deadline:
+            deadline = own
+    request = call.request
+    headers = request.headers
+    if (
+        policy.add_idempotency_key
+        and (request.method or "GET").upper() not in policy.idempotent_methods
+        and policy.idempotency_header not in headers
+    ):
+        headers[policy.idempotency_header] = uuid.uuid4().hex
+    template = snapshot_headers(headers) if policy.max_attempts > 1 else headers
+    return _first_attempt(policy, call, deadline, began), began, deadline, template
 
-    __slots__ = ("began", "call", "deadline", "given", "policy", "template")
 
-    def __init__(self, policy: Retry, call: Call) -> None:
-        self.policy = policy
-        self.given = call
-        began = self.began = call.clock.monotonic()
-        deadline = call.deadline
-        if policy.timeout is not None:
-            own = began + policy.timeout  # type: ignore[operator]
-            if deadline is None or own < deadline:
-                deadline = own
-        self.deadline = deadline
-        request = call.request
-        headers = request.headers
-        if (
-            policy.add_idempotency_key
-            and (request.method or "GET").upper() not in policy.idempotent_methods
-            and policy.idempotency_header not in headers
-        ):
-            headers[policy.idempotency_header] = uuid.uuid4().hex
-        # The headers before the policies below change them, for the retries.
-        self.template = snapshot_headers(headers) if policy.max_attempts > 1 else headers
-        self.call = _first_attempt(policy, call, deadline, began)
+def _settled(policy: Retry, response: Response, clock: Clock) -> Outcome | None:
+    """Judge the first answer: None if it ends the call, else its outcome.
 
-    def settled(self, response: Response) -> Outcome | None:
-        """Judge the first answer: None if it ends the call, else its outcome.
-
-        A success ends it (the budget records it); any other outcome goes to
-        `_Run.observed`.
-        """
-        policy = self.policy
-        outcome = policy.classify(response, None)
-        if outcome is not Outcome.SUCCESS:
-            return outcome
-        budget = policy.budget
-        if budget is not None:
-            budget._record(self.given.clock.monotonic(), failed=False)
-        return None
+    A success ends it (the budget records it); any other outcome goes to
+    `_Run.observed`.
+    """
+    outcome = policy.classify(response, None)
+    if outcome is not Outcome.SUCCESS:
+        return outcome
+    budget = policy.budget
+    if budget is not None:
+        budget._record(clock.monotonic(), failed=False)
+    return None
 
 
 def _first_attempt(policy: Retry, call: Call, deadline: float | None, now: float) -> Call:
@@ -640,7 +639,7 @@ def _first_attempt(policy: Retry, call: Call, deadline: float | None, now: float
 class _Run:
     """One logical call's retry decisions: a state machine that does no I/O.
 
-    A driver builds it from the `_Start` of a call whose first attempt did not settle
+    A driver builds it from the `_start` of a call whose first attempt did not settle
     it, reports that attempt to `observed()`, sends what a `_Send` holds, reports each
     result to `observed()`, performs each `_Wait` and reports it to `slept()`, until a
     `_Done`. Every rule of the module
@@ -673,15 +672,21 @@ class _Run:
         "why_not",
     )
 
-    def __init__(self, start: _Start) -> None:
-        # Built only when the first attempt did not settle the call.
-        policy = start.policy
+    def __init__(
+        self,
+        policy: Retry,
+        call: Call,
+        began: float,
+        deadline: float | None,
+        template: _Template,
+    ) -> None:
+        # Built only when the first attempt did not settle the call (see `_start`).
         self.policy = policy
-        self.call = start.given
-        self.start = start.began
+        self.call = call
+        self.start = began
         self.budget = policy.budget
-        self.deadline = start.deadline
-        self.template = restore_headers(start.template)
+        self.deadline = deadline
+        self.template = restore_headers(template)
         self.attempt = 1
         self.cost: float | None = None  # what the current attempt's retry cost the budget
         self._retrying()

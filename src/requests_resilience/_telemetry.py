@@ -373,6 +373,7 @@ def call_failed(error: APIError) -> None:
 
 
 _NATIVE_DEBUG: dict[type, bool] = {}
+_DEBUG = logging.DEBUG
 
 
 def debug_enabled() -> bool:
@@ -384,7 +385,7 @@ def debug_enabled() -> bool:
     wrapper class is assumed to want the events.
     """
     if not structlog.is_configured():
-        return logger.is_enabled_for(logging.DEBUG)
+        return logger._stdlib.isEnabledFor(_DEBUG)  # `is_enabled_for`, one call fewer
     wrapper = structlog.get_config()["wrapper_class"]
     known = _NATIVE_DEBUG.get(wrapper)
     if known is not None:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pybreaker
@@ -97,11 +97,11 @@ class Rules:
     half_open_probes: int
     probe_retry_after: float
     slow_call_ratio: float | None = None  # None: slow calls do not open the breaker
+    #: Seconds covered by one bucket of the window (``window / buckets``).
+    bucket_width: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def bucket_width(self) -> float:
-        """Seconds covered by one bucket of the window."""
-        return self.window / self.buckets
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket_width", self.window / self.buckets)
 
     @property
     def ttl_ms(self) -> int:
@@ -308,10 +308,14 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
         if not (failed or probe or slow):
             # The common answer, a fast success outside a probe: it opens and closes
             # nothing, so it is only counted.
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # by hand: a ``with`` costs as much again, on every answer
+            try:
                 self.reset_counter()
                 if self.state == STATE_CLOSED:
                     self._window.add(rules.bucket(now), False)
+            finally:
+                lock.release()
             return None
         with self._lock:
             if failed:

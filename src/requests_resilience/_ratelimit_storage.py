@@ -225,7 +225,11 @@ class MemoryBucket:
 
     def reserve(self, now: float, params: BucketParams, max_wait: float) -> Reservation:
         """Reserve the next slot unless it is more than `max_wait` seconds away."""
-        with self._lock:
+        # (Per request: the lock is taken by hand, and the comparisons are written out,
+        # because ``with`` and ``max()`` each cost as much again as what they do here.)
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._w_max is None:  # never throttled: the target is the rate
                 rate = params.rate if self._ceiling is None else self._ceiling
             else:
@@ -240,7 +244,7 @@ class MemoryBucket:
                 # is owed is those slots, so they are re-spaced at the new rate.
                 tat = now + (tat - now) * self._tat_rate / rate
             slot = tat - (params.burst - 1) * interval
-            slot = max(slot, now)
+            slot = now if slot < now else slot
             if self._paused_until > slot:  # a pause the server asked for, bounded
                 slot = max(slot, min(self._paused_until, self._paused_at + params.max_pause))
             wait = slot - now
@@ -250,6 +254,8 @@ class MemoryBucket:
             self._tat_rate = rate
             # (A named tuple's own constructor costs twice as much; one per request.)
             return _new_tuple(Reservation, (True, wait, rate))
+        finally:
+            lock.release()
 
     def paused_for(self, now: float) -> float:
         """Seconds until a pause the server asked for ends (0.0 when none)."""

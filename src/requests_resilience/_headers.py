@@ -25,7 +25,7 @@ def copy_headers(headers: _H) -> _H:
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
         copied: Any = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
-        copied._store = vars(given)["_store"].copy()
+        copied._store = given._store.copy()  # type: ignore[attr-defined]
         return copied  # type: ignore[no-any-return]
     return given.copy()  # type: ignore[no-any-return]
 
@@ -40,7 +40,7 @@ def snapshot_headers(headers: _H) -> tuple[tuple[str, str], ...] | _H:
     """
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
-        return tuple(vars(given)["_store"].values())
+        return tuple(given._store.values())  # type: ignore[attr-defined]
     return given.copy()  # type: ignore[no-any-return]
 
 
@@ -61,7 +61,7 @@ def header(headers: Mapping[str, str], lowered: str) -> str | None:
     """
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
-        item = vars(given)["_store"].get(lowered)
+        item = given._store.get(lowered)  # type: ignore[attr-defined]
         return None if item is None else item[1]
     lookup = getattr(given, "lowered_lookup", None)
     if lookup is not None:
@@ -80,7 +80,7 @@ def put_header(headers: MutableMapping[str, str], item: tuple[str, tuple[str, st
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
         lowered, pair = item
-        vars(given)["_store"][lowered] = pair
+        given._store[lowered] = pair  # type: ignore[attr-defined]
         return
     name, value = item[1]
     headers[name] = value

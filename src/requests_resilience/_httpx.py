@@ -522,7 +522,7 @@ def _wire_request(call: Call) -> httpx.Request:
         # `httpx.Request` is a plain object; its __init__ would parse nothing more here.)
         wire: httpx.Request = _NEW(httpx.Request)
         wire.__dict__ = {
-            **vars(source),
+            **source.__dict__,
             "headers": headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers),
             "extensions": extensions,
         }

@@ -202,8 +202,8 @@ class Call:
             >>> later = call.evolve(timeout=5.0)
         """
         new: Call = _NEW(Call)
-        fields = vars(new)
-        fields.update(vars(self))
+        fields = new.__dict__
+        fields.update(self.__dict__)
         if request is not _KEEP:
             fields["request"] = request
         if stream is not _KEEP:
@@ -242,8 +242,8 @@ _SET = object.__setattr__
 def with_deadline(call: Call, deadline: float | None) -> Call:
     """``call.evolve(deadline=deadline)``, without the keyword handling (the hot path)."""
     new: Call = _NEW(Call)
-    fields = vars(new)
-    fields.update(vars(call))
+    fields = new.__dict__  # (an attribute: cheaper than vars())
+    fields.update(call.__dict__)
     fields["deadline"] = deadline
     return new
 

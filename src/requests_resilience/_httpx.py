@@ -168,7 +168,13 @@ class _Headers(CaseInsensitiveDict[str]):
         item = store.get(lowered) if store is not None else self.changes.get(lowered)
         if item is not None or store is not None:
             return None if item is None else item[1]
-        return _lookup(self.source, lowered)
+        # `_lookup`, written out: a rate limit asks this twice of every answer.
+        wanted = lowered.encode("latin-1")
+        found: bytes | None = None
+        for triple in _triples(self.source):
+            if triple[1] == wanted:
+                found = triple[2]  # the last of repeated headers, as a store keeps
+        return None if found is None else found.decode("latin-1")
 
     def on_the_wire(self) -> httpx.Headers | None:
         """The source's headers with the changes applied; None if one is not ASCII.
@@ -278,16 +284,6 @@ def _latin1_store(headers: httpx.Headers) -> dict[str, tuple[str, str]]:
         lowered.decode("latin-1"): (name.decode("latin-1"), value.decode("latin-1"))
         for name, lowered, value in _triples(headers)
     }
-
-
-def _lookup(headers: httpx.Headers, lowered: str) -> str | None:
-    """The value of header `lowered` in httpx's list (the last if repeated), or None."""
-    wanted = lowered.encode("latin-1")
-    found: bytes | None = None
-    for _, name, value in _triples(headers):
-        if name == wanted:
-            found = value  # the last of repeated headers, as a store keeps
-    return None if found is None else found.decode("latin-1")
 
 
 class _Raw:

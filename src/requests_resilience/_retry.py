@@ -349,10 +349,11 @@ class Retry:
     def send(self, call: Call, next: Next) -> Response:
         """Send the call, retrying failed attempts as the module docstring describes.
 
-        This is the synchronous driver: `_start`, `_settled` and `_Run` make every decision (retry
-        or not, how long to wait, whether the budget allows it) without I/O; the driver
-        sends, drains and sleeps as it is told, like tenacity's ``Retrying`` around
-        ``iter()``. Most calls succeed at once: for them `_Run` is never built.
+        This is the synchronous driver: `_start`, `_settled` and `_Run` make every
+        decision (retry or not, how long to wait, whether the budget allows it) without
+        I/O; the driver sends, drains and sleeps as it is told, like tenacity's
+        ``Retrying`` around ``iter()``. Most calls succeed at once: for them `_Run` is
+        never built.
         """
         first, began, deadline, template = _start(self, call)
         try:

@@ -557,12 +557,24 @@ class CircuitBreaker(Rebuilt):
         clock = call.clock
         cell.clock = clock
         probe = self._admit(key, cell, call)
-        began = self._started(clock)
+        settings = self._settings
+        began = 0.0 if settings.slow_call_duration is None else clock.monotonic()
         try:
             response = next(call)
         except BaseException as exc:
             self._record(key, cell, exc, probe, clock, began=began)
             raise
+        storage = cell.storage
+        if (  # the common answer, in one step: a fast success, the default rule, in memory
+            not probe
+            and settings.slow_call_duration is None
+            and settings.is_failure is is_breaker_failure
+            and response.status_code < 500
+            and type(storage) is MemoryBreakerStorage
+        ):
+            storage.record_success(clock.monotonic(), settings.rules)
+            cell.sent.add()
+            return response
         self._record(key, cell, response, probe, clock, began=began)
         return response
 

@@ -306,16 +306,7 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
     ) -> Transition | None:
         """Count an outcome; open or close the breaker when the rules say so."""
         if not (failed or probe or slow):
-            # The common answer, a fast success outside a probe: it opens and closes
-            # nothing, so it is only counted.
-            lock = self._lock
-            lock.acquire()  # by hand: a ``with`` costs as much again, on every answer
-            try:
-                self.reset_counter()
-                if self.state == STATE_CLOSED:
-                    self._window.add(rules.bucket(now), False)
-            finally:
-                lock.release()
+            self.record_success(now, rules)  # the common answer: only counted
             return None
         with self._lock:
             if failed:
@@ -352,6 +343,21 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
                     slow_calls=slow_calls,
                 )
             return None
+
+    def record_success(self, now: float, rules: Rules) -> None:
+        """Count a fast success outside a probe: it opens and closes nothing.
+
+        `record` with ``failed``, ``probe`` and ``slow`` all False, in one short step
+        (the breaker calls it for most answers).
+        """
+        lock = self._lock
+        lock.acquire()  # by hand: a ``with`` costs as much again, on every answer
+        try:
+            self.reset_counter()
+            if self.state == STATE_CLOSED:
+                self._window.add(rules.bucket(now), False)
+        finally:
+            lock.release()
 
     def release(self, now: float, *, probe: bool) -> None:
         """Give back a probe permit (nothing to do for an ordinary call)."""

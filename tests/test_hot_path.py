@@ -256,3 +256,21 @@ def test_a_header_put_as_an_item_is_what_setting_it_gives() -> None:
     plain: dict[str, str] = {}
     put_header(plain, item)  # any other mapping: set the usual way
     assert plain == {"Authorization": "Bearer k"}
+
+
+def test_one_header_of_an_httpx_answer_is_read_without_making_the_map() -> None:
+    from requests_resilience._headers import response_header
+    from requests_resilience._httpx import _request_view, _response_view
+
+    answer = httpx.Response(200, headers=[("X-RateLimit-Limit", "5"), ("x-ratelimit-limit", "7")])
+    view = _response_view(answer, _request_view(httpx.Request("GET", URL)))
+    assert response_header(view, "x-ratelimit-limit") == "7"  # the last, as a map keeps
+    assert response_header(view, "retry-after") is None
+    assert "_headers" not in view.__dict__  # nothing decoded
+    view.headers["Retry-After"] = "3"  # a policy made the map: it answers from then on
+    assert response_header(view, "retry-after") == "3"
+
+    plain = requests.Response()
+    plain.headers["X-RateLimit-Remaining"] = "0"
+    assert response_header(plain, "x-ratelimit-remaining") == "0"
+    assert response_header(plain, "x-ratelimit-limit") is None

@@ -13,9 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TypeVar
 
+from requests import Response
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["copy_headers", "header", "put_header", "restore_headers", "snapshot_headers"]
+__all__ = [
+    "copy_headers",
+    "header",
+    "put_header",
+    "response_header",
+    "restore_headers",
+    "snapshot_headers",
+]
 
 _H = TypeVar("_H")
 
@@ -84,3 +92,22 @@ def put_header(headers: MutableMapping[str, str], item: tuple[str, tuple[str, st
         return
     name, value = item[1]
     headers[name] = value
+
+
+def response_header(response: Response, lowered: str) -> str | None:
+    """`header` of a response's headers, for a name given in lower case.
+
+    A response with a ``lowered_header(name)`` method (the httpx transport's view,
+    whose header map is made only when a policy asks for it) answers without making
+    the map; a `requests.Response` is read as `header` reads a map, written out here
+    (a rate limit reads two headers of every answer).
+    """
+    if type(response) is not Response:
+        lookup = getattr(response, "lowered_header", None)
+        if lookup is not None:
+            return lookup(lowered)  # type: ignore[no-any-return]
+    headers: Any = response.headers
+    if type(headers) is CaseInsensitiveDict:
+        item = headers._store.get(lowered)  # type: ignore[attr-defined]
+        return None if item is None else item[1]
+    return header(headers, lowered)

@@ -34,7 +34,7 @@ import requests.cookies
 from requests.structures import CaseInsensitiveDict
 
 from requests_resilience._errors import ConfigurationError, translate_transport_error
-from requests_resilience._headers import copy_headers
+from requests_resilience._headers import copy_headers, header
 from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, Call, Pipeline, first_call
 
 if TYPE_CHECKING:
@@ -168,13 +168,7 @@ class _Headers(CaseInsensitiveDict[str]):
         item = store.get(lowered) if store is not None else self.changes.get(lowered)
         if item is not None or store is not None:
             return None if item is None else item[1]
-        # `_lookup`, written out: a rate limit asks this twice of every answer.
-        wanted = lowered.encode("latin-1")
-        found: bytes | None = None
-        for triple in _triples(self.source):
-            if triple[1] == wanted:
-                found = triple[2]  # the last of repeated headers, as a store keeps
-        return None if found is None else found.decode("latin-1")
+        return _scan(self.source, lowered)
 
     def on_the_wire(self) -> httpx.Headers | None:
         """The source's headers with the changes applied; None if one is not ASCII.
@@ -202,6 +196,16 @@ class _Headers(CaseInsensitiveDict[str]):
         for name in removed:
             del wire[name]
         return wire
+
+
+def _scan(headers: httpx.Headers, lowered: str) -> str | None:
+    """The value of header `lowered` in httpx's list (the last if repeated), or None."""
+    wanted = lowered.encode("latin-1")
+    found: bytes | None = None
+    for triple in _triples(headers):
+        if triple[1] == wanted:
+            found = triple[2]  # the last of repeated headers, as a store keeps
+    return None if found is None else found.decode("latin-1")
 
 
 def _with_set(source: httpx.Headers, changed: Iterable[tuple[str, str]]) -> httpx.Headers | None:
@@ -349,6 +353,17 @@ class _ResponseView(requests.Response):
     @headers.setter
     def headers(self, value: CaseInsensitiveDict[str]) -> None:
         self.__dict__["_headers"] = value
+
+    def lowered_header(self, lowered: str) -> str | None:
+        """One header's value (`lowered`: its name in lower case), or None.
+
+        What `_headers.response_header` asks: found in httpx's own list, without making
+        the header map, unless a policy made (or replaced) it already.
+        """
+        headers: Any = self.__dict__.get("_headers")
+        if headers is not None:
+            return header(headers, lowered)
+        return _scan(self.httpx.headers, lowered)
 
     @property
     def raw(self) -> Any:

@@ -42,7 +42,7 @@ from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
 from requests_resilience._clock import Clock, SystemClock, sleep_async
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
-from requests_resilience._headers import header
+from requests_resilience._headers import header, response_header
 from requests_resilience._options import number, seconds
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
@@ -711,12 +711,12 @@ class RateLimit(Rebuilt):
         """
         settings = self._settings
         throttled = response.status_code == 429
-        headers = response.headers
-        if not throttled and (not settings.follow_headers or _nothing_new(cell, headers)):
+        if not throttled and (not settings.follow_headers or _nothing_new(cell, response)):
             return None
+        headers = response.headers
         pause: float | None = None
         ceiling: float | None = None
-        if settings.follow_headers and (throttled or not _nothing_new(cell, headers)):
+        if settings.follow_headers and (throttled or not _nothing_new(cell, response)):
             limits = parse_rate_limit_headers(headers)
             if limits is not None:
                 if limits.limit is not None and limits.limit >= 1:
@@ -963,7 +963,7 @@ def ensure_rate_gauge() -> None:
     _instruments()
 
 
-def _nothing_new(cell: _Cell, headers: Mapping[str, str]) -> bool:
+def _nothing_new(cell: _Cell, response: Response) -> bool:
     """The common answer: the same ``X-RateLimit-Limit`` as before, tokens remaining.
 
     Then the headers teach nothing (the ceiling is known; no pause without
@@ -971,9 +971,9 @@ def _nothing_new(cell: _Cell, headers: Mapping[str, str]) -> bool:
     """
     if cell.ceiling_text is None:
         return False
-    if header(headers, "x-ratelimit-limit") != cell.ceiling_text:
+    if response_header(response, "x-ratelimit-limit") != cell.ceiling_text:
         return False
-    remaining = header(headers, "x-ratelimit-remaining")
+    remaining = response_header(response, "x-ratelimit-remaining")
     return remaining is None or (remaining.isdigit() and remaining.strip("0") != "")
 
 

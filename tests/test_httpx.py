@@ -165,6 +165,31 @@ def test_a_request_no_policy_changed_is_sent_as_the_client_made_it() -> None:
     assert inner.requests[0] is request
 
 
+def test_each_retry_starts_from_the_callers_headers() -> None:
+    """Headers an inner policy sets on one attempt do not carry into the next."""
+    answers = iter([503, 200])
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(next(answers))
+
+    def stamp(call: Call, next: Next) -> requests.Response:
+        assert "X-Attempt" not in call.request.headers
+        call.request.headers["X-Attempt"] = str(call.attempt)
+        return next(call)
+
+    clock = FakeClock()
+    pipeline = Pipeline(Retry(budget=None), stamp, clock=clock)
+    transport = ResilientTransport(pipeline, httpx.MockTransport(answer))
+    with httpx.Client(transport=transport) as client:
+        response = client.get("https://api.example.com/v1/x", headers={"X-Tag": "a"})
+    assert response.status_code == 200
+    assert [r.headers["x-attempt"] for r in seen] == ["1", "2"]
+    assert [r.headers["x-tag"] for r in seen] == ["a", "a"]
+    assert "x-attempt" not in response.request.headers  # the caller's request is untouched
+
+
 def test_changed_headers_are_applied_to_the_callers_others_untouched() -> None:
     """An added Authorization goes out beside the caller's repeated X-Tag headers."""
     inner = Recording()

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TypeVar
 
-from requests import Response
+from requests import PreparedRequest, Response
 from requests.structures import CaseInsensitiveDict
 
 __all__ = [
     "copy_headers",
     "header",
     "put_header",
+    "request_snapshot",
     "response_header",
     "restore_headers",
     "snapshot_headers",
@@ -50,6 +51,20 @@ def snapshot_headers(headers: _H) -> tuple[tuple[str, str], ...] | _H:
     if type(given) is CaseInsensitiveDict:
         return tuple(given._store.values())  # type: ignore[attr-defined]
     return given.copy()  # type: ignore[no-any-return]
+
+
+def request_snapshot(request: PreparedRequest) -> tuple[tuple[str, str], ...] | Any:
+    """`snapshot_headers` of a request's headers, asked of the request.
+
+    A request with a ``headers_snapshot()`` method (the httpx transport's view, whose
+    header map is made only when a policy asks for it) makes its own, without making
+    its map; any other request's map is snapshot as `snapshot_headers` does.
+    """
+    if type(request) is not PreparedRequest:
+        snapshot = getattr(request, "headers_snapshot", None)
+        if snapshot is not None:
+            return snapshot()
+    return snapshot_headers(request.headers)
 
 
 def restore_headers(snapshot: tuple[tuple[str, str], ...] | _H) -> _H:

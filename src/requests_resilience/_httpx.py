@@ -99,6 +99,17 @@ class _RequestView(requests.PreparedRequest):
             return None
         return headers.on_the_wire()
 
+    def headers_snapshot(self) -> CaseInsensitiveDict[str]:
+        """What `_headers.request_snapshot` asks: a copy of the headers as they are now.
+
+        While no policy has asked for the map, that is a new map over the source's
+        headers: the view's own is not made for it.
+        """
+        headers = self.__dict__.get("_headers")
+        if headers is None:
+            return _Headers(self.source.headers)
+        return copy_headers(headers)
+
     def copy(self) -> _RequestView:
         view = _new_request_view(self.source, self.extensions)
         view.source_url, view.source_body = self.source_url, self.source_body

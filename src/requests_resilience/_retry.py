@@ -63,7 +63,7 @@ from requests_resilience._errors import (
     refused_locally,
 )
 from requests_resilience._events import RetryDetails
-from requests_resilience._headers import copy_headers, restore_headers, snapshot_headers
+from requests_resilience._headers import copy_headers, request_snapshot, restore_headers
 from requests_resilience._options import seconds
 from requests_resilience._parsing import (
     parse_rate_limit_headers,
@@ -599,14 +599,13 @@ def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Templ
         if deadline is None or own < deadline:
             deadline = own
     request = call.request
-    headers = request.headers
     if (
         policy.add_idempotency_key
         and (request.method or "GET").upper() not in policy.idempotent_methods
-        and policy.idempotency_header not in headers
+        and policy.idempotency_header not in request.headers
     ):
-        headers[policy.idempotency_header] = uuid.uuid4().hex
-    template = snapshot_headers(headers) if policy.max_attempts > 1 else headers
+        request.headers[policy.idempotency_header] = uuid.uuid4().hex
+    template = request_snapshot(request) if policy.max_attempts > 1 else request.headers
     return _first_attempt(policy, call, deadline, began), began, deadline, template
 
 

@@ -257,6 +257,15 @@ def test_a_header_put_as_an_item_is_what_setting_it_gives() -> None:
     put_header(plain, item)  # any other mapping: set the usual way
     assert plain == {"Authorization": "Bearer k"}
 
+    from requests_resilience._httpx import _Headers
+
+    lazy = _Headers(httpx.Headers({"Accept": "*/*"}))
+    put_header(lazy, item)  # the httpx view's map: kept aside, nothing decoded
+    assert lazy.changes == {"authorization": ("Authorization", "Bearer k")}
+    wire = lazy.on_the_wire()
+    assert wire is not None
+    assert wire.raw == [(b"Accept", b"*/*"), (b"Authorization", b"Bearer k")]
+
 
 def test_one_header_of_an_httpx_answer_is_read_without_making_the_map() -> None:
     from requests_resilience._headers import response_header

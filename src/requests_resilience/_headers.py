@@ -98,12 +98,17 @@ def put_header(headers: MutableMapping[str, str], item: tuple[str, tuple[str, st
     For a `CaseInsensitiveDict`, the item goes into its store as it is (the store keeps
     ``(name as given, value)`` by lowered name), without lowering the name again or
     making the pair: a policy that sets the same header on every request (auth) makes
-    its item once.
+    its item once. A map with a ``lowered_put(lowered, pair)`` method (the httpx
+    transport's) takes the item as it is too.
     """
     given: Any = headers
     if type(given) is CaseInsensitiveDict:
         lowered, pair = item
         given._store[lowered] = pair  # type: ignore[attr-defined]
+        return
+    put = getattr(given, "lowered_put", None)  # the httpx view's map
+    if put is not None:
+        put(*item)
         return
     name, value = item[1]
     headers[name] = value

@@ -97,6 +97,11 @@ class _RequestView(requests.PreparedRequest):
             return source  # never asked for, so never changed
         if type(headers) is not _Headers or headers.source is not source:
             return None
+        fields = headers.__dict__
+        if "_store" not in fields and type(getattr(source, "_list", None)) is list:
+            # The common case (auth, tracing): headers set, none read as a map.
+            changes = fields["changes"]
+            return _with_set(source, changes.values()) if changes else source
         return headers.on_the_wire()
 
     def headers_snapshot(self) -> CaseInsensitiveDict[str]:
@@ -164,6 +169,10 @@ class _Headers(CaseInsensitiveDict[str]):
     def __setitem__(self, key: str, value: str) -> None:
         target = self.__dict__.get("_store", self.changes)
         target[key.lower()] = (key, value)
+
+    def lowered_put(self, lowered: str, pair: tuple[str, str]) -> None:
+        """``self[name] = value`` given as `lowered` and ``(name, value)``: `put_header`."""
+        self.__dict__.get("_store", self.changes)[lowered] = pair
 
     def copy(self) -> _Headers:
         store: dict[str, tuple[str, str]] | None = self.__dict__.get("_store")

@@ -283,3 +283,37 @@ def test_one_header_of_an_httpx_answer_is_read_without_making_the_map() -> None:
     plain.headers["X-RateLimit-Remaining"] = "0"
     assert response_header(plain, "x-ratelimit-remaining") == "0"
     assert response_header(plain, "x-ratelimit-limit") is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-RateLimit-Limit", "5"), ("Server", "s"), ("X-RateLimit-Remaining", "4")],
+        [
+            ("X-RateLimit-Remaining", "1"),
+            ("x-ratelimit-remaining", "4"),
+            ("X-RateLimit-Limit", "5"),
+        ],
+        [("X-RateLimit-Limit", "9"), ("x-ratelimit-limit", "5")],
+        [("Server", "s")],
+        [],
+    ],
+)
+def test_two_headers_read_at_once_are_what_reading_each_gives(
+    headers: list[tuple[str, str]],
+) -> None:
+    from requests_resilience._headers import response_header, response_headers
+    from requests_resilience._httpx import _request_view, _response_view
+
+    names = ("x-ratelimit-limit", "x-ratelimit-remaining")
+    view = _response_view(
+        httpx.Response(200, headers=headers), _request_view(httpx.Request("GET", URL))
+    )
+    plain = requests.Response()
+    for name, value in headers:
+        plain.headers[name] = value
+    last = {name.lower(): value for name, value in headers}  # the last of repeats
+    expected = (last.get(names[0]), last.get(names[1]))
+    assert response_headers(view, *names) == expected
+    assert response_headers(plain, *names) == expected
+    assert response_headers(view, *names) == tuple(response_header(view, n) for n in names)

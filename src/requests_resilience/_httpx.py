@@ -221,11 +221,12 @@ class _Headers(CaseInsensitiveDict[str]):
 def _scan(headers: httpx.Headers, lowered: str) -> str | None:
     """The value of header `lowered` in httpx's list (the last if repeated), or None."""
     wanted = lowered.encode("latin-1")
-    found: bytes | None = None
-    for triple in _triples(headers):
+    # From the end: the last of repeated headers is the one a store keeps, and the
+    # headers asked for on every answer (rate limits) tend to come late.
+    for triple in reversed(_triples(headers)):
         if triple[1] == wanted:
-            found = triple[2]  # the last of repeated headers, as a store keeps
-    return None if found is None else found.decode("latin-1")
+            return triple[2].decode("latin-1")
+    return None
 
 
 def _with_set(source: httpx.Headers, changed: Iterable[tuple[str, str]]) -> httpx.Headers | None:
@@ -383,7 +384,38 @@ class _ResponseView(requests.Response):
         headers: Any = self.__dict__.get("_headers")
         if headers is not None:
             return header(headers, lowered)
-        return _scan(self.httpx.headers, lowered)
+        triples = getattr(self.httpx.headers, "_list", None)
+        if triples is None:
+            return _scan(self.httpx.headers, lowered)
+        wanted = lowered.encode("latin-1")
+        for triple in reversed(triples):  # `_scan`, written out: twice per answer
+            if triple[1] == wanted:
+                return triple[2].decode("latin-1")  # type: ignore[no-any-return]
+        return None
+
+    def lowered_headers(self, first: str, second: str) -> tuple[str | None, str | None]:
+        """Two headers' values (names in lower case) in one pass: `response_headers`."""
+        headers: Any = self.__dict__.get("_headers")
+        triples = getattr(self.httpx.headers, "_list", None)
+        if headers is not None or triples is None:
+            return self.lowered_header(first), self.lowered_header(second)
+        one, two = first.encode("latin-1"), second.encode("latin-1")
+        found_one: bytes | None = None
+        found_two: bytes | None = None
+        for triple in reversed(triples):  # the last of repeated headers wins, as in a map
+            name = triple[1]
+            if name == one and found_one is None:
+                found_one = triple[2]
+                if found_two is not None:
+                    break
+            elif name == two and found_two is None:
+                found_two = triple[2]
+                if found_one is not None:
+                    break
+        return (
+            None if found_one is None else found_one.decode("latin-1"),
+            None if found_two is None else found_two.decode("latin-1"),
+        )
 
     @property
     def raw(self) -> Any:

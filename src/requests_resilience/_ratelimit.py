@@ -42,7 +42,7 @@ from requests_resilience._cells import DEFAULT_MAX_KEYS, Cells
 from requests_resilience._clock import Clock, SystemClock, sleep_async
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, RateLimitError, _safe_url
-from requests_resilience._headers import header, response_header
+from requests_resilience._headers import header, response_headers
 from requests_resilience._options import number, seconds
 from requests_resilience._parsing import parse_rate_limit_headers, parse_retry_after
 from requests_resilience._ratelimit_storage import (
@@ -971,9 +971,9 @@ def _nothing_new(cell: _Cell, response: Response) -> bool:
     """
     if cell.ceiling_text is None:
         return False
-    if response_header(response, "x-ratelimit-limit") != cell.ceiling_text:
+    limit, remaining = response_headers(response, "x-ratelimit-limit", "x-ratelimit-remaining")
+    if limit != cell.ceiling_text:
         return False
-    remaining = response_header(response, "x-ratelimit-remaining")
     return remaining is None or (remaining.isdigit() and remaining.strip("0") != "")
 
 

@@ -212,7 +212,10 @@ class APIKeyAuth:
         return await next(call)
 
     def _authorize(self, request: PreparedRequest) -> None:
-        if self._is_own(request.url or ""):
+        url = request.url or ""
+        prefixes = self._prefixes
+        # The first test, a string comparison, is `_is_own`'s own hot path written out.
+        if (prefixes and url.startswith(prefixes)) or self._is_own(url):
             put_header(request.headers, self._item)
         elif request.headers.get(self._header) == self._value:
             del request.headers[self._header]  # kept by requests across a redirect

@@ -240,12 +240,13 @@ def _with_set(source: httpx.Headers, changed: Iterable[tuple[str, str]]) -> http
     """
     triples: list[tuple[bytes, bytes, bytes]] = source._list
     setting: dict[bytes, tuple[bytes, bytes, bytes]] = {}
-    for name, value in changed:
-        if not (name.isascii() and value.isascii()):
-            return None
-        raw = name.encode("ascii")
-        lowered = raw.lower()
-        setting[lowered] = (raw, lowered, value.encode("ascii"))  # set twice: the last
+    try:
+        for name, value in changed:
+            raw = name.encode("ascii")
+            lowered = raw.lower()
+            setting[lowered] = (raw, lowered, value.encode("ascii"))  # set twice: the last
+    except UnicodeEncodeError:
+        return None
     if setting.keys().isdisjoint(map(_LOWERED, triples)):
         items = [*triples, *setting.values()]  # the common case: new names, set last
     else:

@@ -557,25 +557,14 @@ class CircuitBreaker(Rebuilt):
         clock = call.clock
         cell.clock = clock
         probe = self._admit(key, cell, call)
-        settings = self._settings
-        began = 0.0 if settings.slow_call_duration is None else clock.monotonic()
+        began = self._started(clock)
         try:
             response = next(call)
         except BaseException as exc:
             self._record(key, cell, exc, probe, clock, began=began)
             raise
-        storage = cell.storage
-        if (  # the common answer, in one step: a fast success, the default rule, in memory
-            not probe
-            and settings.slow_call_duration is None
-            and settings.is_failure is is_breaker_failure
-            and response.status_code < 500
-            and type(storage) is MemoryBreakerStorage
-        ):
-            storage.record_success(clock.monotonic(), settings.rules)
-            cell.sent.add()
-            return response
-        self._record(key, cell, response, probe, clock, began=began)
+        if not self._recorded_at_once(cell, response, probe, clock):
+            self._record(key, cell, response, probe, clock, began=began)
         return response
 
     async def asend(self, call: Call, next: AsyncNext) -> Response:
@@ -597,7 +586,8 @@ class CircuitBreaker(Rebuilt):
             except BaseException as exc:
                 self._record(key, cell, exc, probe, clock, began=began)
                 raise
-            self._record(key, cell, response, probe, clock, began=began)
+            if not self._recorded_at_once(cell, response, probe, clock):
+                self._record(key, cell, response, probe, clock, began=began)
             return response
         storage = self._async_face(key, cell)
         admission = await storage.admit(_now(clock, storage.shared), self._settings.rules)
@@ -610,6 +600,29 @@ class CircuitBreaker(Rebuilt):
             raise
         await self._arecord(key, cell, response, storage, probe=probe, clock=clock, began=began)
         return response
+
+    def _recorded_at_once(
+        self, cell: _Cell, response: Response, probe: bool, clock: Clock
+    ) -> bool:
+        """Record the common answer in one step; False if `response` is not one.
+
+        The common answer: a fast success (untimed calls, the default failure rule, a
+        status under 500) outside a probe, for a breaker in memory. It opens and closes
+        nothing: it is only counted (`_record` does the same, in more steps).
+        """
+        settings = self._settings
+        storage = cell.storage
+        if (
+            probe
+            or settings.slow_call_duration is not None
+            or settings.is_failure is not is_breaker_failure
+            or response.status_code >= 500
+            or type(storage) is not MemoryBreakerStorage
+        ):
+            return False
+        storage.record_success(clock.monotonic(), settings.rules)
+        cell.sent.add()
+        return True
 
     def _started(self, clock: Clock) -> float:
         """When an attempt started, if calls are timed (a slow-call threshold is set)."""

@@ -83,6 +83,22 @@ class _RequestView(requests.PreparedRequest):
     def headers(self, value: CaseInsensitiveDict[str]) -> None:
         self.__dict__["_headers"] = value
 
+    @property
+    def hooks(self) -> dict[str, list[Any]]:
+        """The hook map of a requests request, made when first asked for.
+
+        (httpx runs no requests hooks: the map is only there for a policy that looks.)
+        """
+        attributes = self.__dict__
+        hooks: dict[str, list[Any]] | None = attributes.get("_hooks")
+        if hooks is None:
+            hooks = attributes["_hooks"] = {"response": []}
+        return hooks
+
+    @hooks.setter
+    def hooks(self, value: dict[str, list[Any]]) -> None:
+        self.__dict__["_hooks"] = value
+
     def wire_headers(self) -> httpx.Headers | None:
         """The attempt's headers for httpx, or None if they must be encoded from the view.
 
@@ -504,7 +520,6 @@ def _request_view(request: httpx.Request) -> _RequestView:
         "method": request.method,
         "url": url,
         "body": body,
-        "hooks": {"response": []},
         "source": request,
         "extensions": extensions,
         "source_url": url,

@@ -730,6 +730,32 @@ def library(results: dict[str, dict[str, Any]], out: Path = DOCS_ASSETS) -> list
     return [png, tables]
 
 
+def _session_table(data: dict[str, Any]) -> list[str]:
+    """Each variant mounted on a requests Session, against the variant alone."""
+    reference: dict[str, float] = data.get("reference", {})
+    base = reference.get("Session.get")
+    if base is None or len(reference) <= 2:  # older runs measured the preset only
+        return []
+    alone = data["library"]["requests"]
+    rows = []
+    for name, value in reference.items():
+        variant = name.removeprefix("Session.get + ")
+        if name == "Session.get" or variant not in alone:
+            continue
+        mounted = value - base
+        rows.append(
+            [variant, f"{mounted:.2f}", f"{alone[variant]:.2f}", f"{mounted / alone[variant]:.1f}"]
+        )
+    lines = [
+        "",
+        f"In a `requests.Session` over the same stub (`Session.get` itself: {base:.1f} µs "
+        "per call above the stub's send), what each variant adds to a call, against the",
+        "same variant over the bare adapter loop:",
+        "",
+    ]
+    return lines + _table(["variant (requests)", "in a Session, µs", "alone, µs", "ratio"], rows)
+
+
 def library_markdown(data: dict[str, Any]) -> list[str]:
     """The library-time tables, with the machine, the date and each target's verdict."""
     times: dict[str, dict[str, float]] = data["library"]
@@ -787,6 +813,7 @@ def library_markdown(data: dict[str, Any]) -> list[str]:
         ["threads (preset, requests)", "µs per call", "x 1 thread (≤ 1.2)"],
         [[k, f"{v:.1f}", f"{v / one:.2f}"] for k, v in threads.items()],
     )
+    lines += _session_table(data)
     by_variant: dict[str, dict[str, float]] = data.get("threads_by_variant", {})
     if by_variant:
         lines += [""]

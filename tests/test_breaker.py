@@ -933,17 +933,10 @@ def test_the_repr_shows_the_slow_call_settings() -> None:
 
 def test_a_fast_success_is_counted_like_any_outcome_in_the_window() -> None:
     """The storage's short step for a fast success keeps the window's counts exact."""
-    from requests_resilience._breaker_storage import STATE_CLOSED, MemoryBreakerStorage, Rules
+    from requests_resilience._breaker_storage import STATE_CLOSED, MemoryBreakerStorage
 
-    rules = Rules(
-        failure_ratio=0.5,
-        minimum_calls=10,
-        window=10.0,
-        buckets=10,
-        break_duration=5.0,
-        half_open_probes=1,
-        probe_retry_after=1.0,
-    )
+    rules = CircuitBreaker(minimum_calls=10, window=10.0, break_duration=5)._settings.rules
+    assert rules.buckets == 10  # one bucket per second of the window, as below
     storage = MemoryBreakerStorage(rules.buckets)
     for second in range(4):
         storage.record(float(second), rules, failed=True, probe=False)

@@ -59,3 +59,14 @@ def test_threads_adding_at_once_and_a_reader_lose_nothing() -> None:
         worker.join()
     assert tally.value == threads * each
     assert seen == sorted(seen)  # a count never goes back
+
+
+def test_take_gives_the_count_since_the_last_take_and_starts_again() -> None:
+    tally = Tally()
+    for _ in range(_FOLD_AT + 3):  # some of it folded on the way
+        tally.add()
+    assert tally.take() == _FOLD_AT + 3
+    assert tally.take() == 0
+    tally.add()
+    assert tally.value == 1
+    assert tally.take() == 1

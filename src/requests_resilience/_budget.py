@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError
+from requests_resilience._tally import Tally
 
 __all__ = ["RetryBudget"]
 
@@ -139,9 +140,9 @@ class _State:
     spent: int = 0
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Successes counted without the lock since the last locked step (one item each;
-    #: ``list.append`` is atomic): the next locked step folds them in, see `_record`.
-    pending: list[None] = field(default_factory=list)
+    #: Successes counted without the lock since the last locked step: the next locked
+    #: step folds them in (`RetryBudget._fold`), see `_record`.
+    pending: Tally = field(default_factory=Tally)
 
 
 class RetryBudget(Rebuilt):
@@ -246,7 +247,7 @@ class RetryBudget(Rebuilt):
                 # current bucket. It cannot start a failing spell, so it is only
                 # counted, without the lock; the next locked step folds it in. (A
                 # spell that begins meanwhile misses its 0.2 token: the safe way.)
-                state.pending.append(None)
+                state.pending.add()
                 return
         with state.lock:
             self._fold()
@@ -302,10 +303,8 @@ class RetryBudget(Rebuilt):
     def _fold(self) -> None:
         """Count the successes recorded without the lock (called holding it)."""
         state = self._state
-        pending = state.pending
-        count = len(pending)
+        count = state.pending.take()
         if count:
-            del pending[:count]  # atomic: successes appended meanwhile stay pending
             state.successes[state.newest] += count
             state.window_successes += count
             state.successes_total += count

@@ -21,7 +21,6 @@ __all__ = [
     "header",
     "put_header",
     "request_snapshot",
-    "response_header",
     "response_headers",
     "restore_headers",
     "snapshot_headers",
@@ -115,30 +114,14 @@ def put_header(headers: MutableMapping[str, str], item: tuple[str, tuple[str, st
     headers[name] = value
 
 
-def response_header(response: Response, lowered: str) -> str | None:
-    """`header` of a response's headers, for a name given in lower case.
-
-    A response with a ``lowered_header(name)`` method (the httpx transport's view,
-    whose header map is made only when a policy asks for it) answers without making
-    the map; a `requests.Response` is read as `header` reads a map, written out here
-    (a rate limit reads two headers of every answer).
-    """
-    if type(response) is not Response:
-        lookup = getattr(response, "lowered_header", None)
-        if lookup is not None:
-            return lookup(lowered)  # type: ignore[no-any-return]
-    headers: Any = response.headers
-    if type(headers) is CaseInsensitiveDict:
-        item = headers._store.get(lowered)  # type: ignore[attr-defined]
-        return None if item is None else item[1]
-    return header(headers, lowered)
-
-
 def response_headers(response: Response, first: str, second: str) -> tuple[str | None, str | None]:
-    """`response_header` of two names at once (in lower case): one pass on httpx's list.
+    """`header` of a response's headers for two names given in lower case, at once.
 
     What a rate limit reads of every answer (``x-ratelimit-limit`` and
-    ``x-ratelimit-remaining``).
+    ``x-ratelimit-remaining``). A response with a ``lowered_headers(first, second)``
+    method (the httpx transport's view, whose header map is made only when a policy
+    asks for it) answers in one pass over httpx's list, without making the map; a
+    `requests.Response` is read as `header` reads a map, written out here.
     """
     if type(response) is not Response:
         lookup = getattr(response, "lowered_headers", None)

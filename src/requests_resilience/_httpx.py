@@ -113,11 +113,6 @@ class _RequestView(requests.PreparedRequest):
             return source  # never asked for, so never changed
         if type(headers) is not _Headers or headers.source is not source:
             return None
-        fields = headers.__dict__
-        if "_store" not in fields and type(getattr(source, "_list", None)) is list:
-            # The common case (auth, tracing): headers set, none read as a map.
-            changes = fields["changes"]
-            return _with_set(source, changes.values()) if changes else source
         return headers.on_the_wire()
 
     def headers_snapshot(self) -> CaseInsensitiveDict[str]:
@@ -183,11 +178,13 @@ class _Headers(CaseInsensitiveDict[str]):
         return store
 
     def __setitem__(self, key: str, value: str) -> None:
-        target = self.__dict__.get("_store", self.changes)
-        target[key.lower()] = (key, value)
+        self.lowered_put(key.lower(), (key, value))
 
     def lowered_put(self, lowered: str, pair: tuple[str, str]) -> None:
-        """``self[name] = value`` given as `lowered` and ``(name, value)``: `put_header`."""
+        """``self[name] = value`` given as `lowered` and ``(name, value)``: `put_header`.
+
+        Into the store once the map is made, else aside into `changes`.
+        """
         self.__dict__.get("_store", self.changes)[lowered] = pair
 
     def copy(self) -> _Headers:
@@ -392,34 +389,16 @@ class _ResponseView(requests.Response):
     def headers(self, value: CaseInsensitiveDict[str]) -> None:
         self.__dict__["_headers"] = value
 
-    def lowered_header(self, lowered: str) -> str | None:
-        """One header's value (`lowered`: its name in lower case), or None.
-
-        What `_headers.response_header` asks: found in httpx's own list, without making
-        the header map, unless a policy made (or replaced) it already.
-        """
-        headers: Any = self.__dict__.get("_headers")
-        if headers is not None:
-            return header(headers, lowered)
-        triples = getattr(self.httpx.headers, "_list", None)
-        if triples is None:
-            return _scan(self.httpx.headers, lowered)
-        wanted = lowered.encode("latin-1")
-        for triple in reversed(triples):  # `_scan`, written out: twice per answer
-            if triple[1] == wanted:
-                return triple[2].decode("latin-1")  # type: ignore[no-any-return]
-        return None
-
     def lowered_headers(self, first: str, second: str) -> tuple[str | None, str | None]:
         """Two headers' values (names in lower case) in one pass: `response_headers`."""
         headers: Any = self.__dict__.get("_headers")
-        triples = getattr(self.httpx.headers, "_list", None)
-        if headers is not None or triples is None:
-            return self.lowered_header(first), self.lowered_header(second)
+        if headers is not None:  # a policy made (or replaced) the map: it answers
+            return header(headers, first), header(headers, second)
         one, two = first.encode("latin-1"), second.encode("latin-1")
         found_one: bytes | None = None
         found_two: bytes | None = None
-        for triple in reversed(triples):  # the last of repeated headers wins, as in a map
+        # From the end, as `_scan`: the last of repeats wins, as in a map.
+        for triple in reversed(_triples(self.httpx.headers)):
             name = triple[1]
             if name == one and found_one is None:
                 found_one = triple[2]

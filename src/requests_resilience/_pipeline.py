@@ -161,7 +161,7 @@ class Call:
         history: tuple[Attempt, ...] = (),
     ) -> None:
         # The frozen dataclass's generated __init__ goes through object.__setattr__
-        # eleven times; one update of the instance's dict does the same work in a
+        # eleven times; setting the instance's dict whole does the same work in a
         # fraction of the time, and a call is built for every request.
         _fill(
             self,
@@ -204,28 +204,21 @@ class Call:
         new: Call = _NEW(Call)
         fields = new.__dict__
         fields.update(self.__dict__)
-        if request is not _KEEP:
-            fields["request"] = request
-        if stream is not _KEEP:
-            fields["stream"] = stream
-        if timeout is not _KEEP:
-            fields["timeout"] = timeout
-        if verify is not _KEEP:
-            fields["verify"] = verify
-        if cert is not _KEEP:
-            fields["cert"] = cert
-        if proxies is not _KEEP:
-            fields["proxies"] = proxies
-        if clock is not _KEEP:
-            fields["clock"] = clock
-        if redactor is not _KEEP:
-            fields["redactor"] = redactor
-        if deadline is not _KEEP:
-            fields["deadline"] = deadline
-        if attempt is not _KEEP:
-            fields["attempt"] = attempt
-        if history is not _KEEP:
-            fields["history"] = history
+        for name, value in (
+            ("request", request),
+            ("stream", stream),
+            ("timeout", timeout),
+            ("verify", verify),
+            ("cert", cert),
+            ("proxies", proxies),
+            ("clock", clock),
+            ("redactor", redactor),
+            ("deadline", deadline),
+            ("attempt", attempt),
+            ("history", history),
+        ):
+            if value is not _KEEP:
+                fields[name] = value
         return new
 
     def time_left(self) -> float | None:
@@ -264,23 +257,7 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
     history, without the keyword parsing: a transport makes one per request.
     """
     call: Call = _NEW(Call)
-    _SET(
-        call,
-        "__dict__",
-        {
-            "request": request,
-            "stream": stream,
-            "timeout": timeout,
-            "verify": verify,
-            "cert": cert,
-            "proxies": proxies,
-            "clock": clock,
-            "redactor": redactor,
-            "deadline": None,
-            "attempt": 1,
-            "history": (),
-        },
-    )
+    _fill(call, request, stream, timeout, verify, cert, proxies, clock, redactor, None, 1, ())
     return call
 
 
@@ -298,19 +275,23 @@ def _fill(  # noqa: PLR0917 - one argument per field, positional for speed
     attempt: int,
     history: tuple[Attempt, ...],
 ) -> None:
-    """Set every field of a new `Call` (it is frozen: straight into its ``__dict__``)."""
-    vars(call).update(
-        request=request,
-        stream=stream,
-        timeout=timeout,
-        verify=verify,
-        cert=cert,
-        proxies=proxies,
-        clock=clock,
-        redactor=redactor,
-        deadline=deadline,
-        attempt=attempt,
-        history=history,
+    """Set every field of a new `Call` (frozen: its ``__dict__`` is set whole, at once)."""
+    _SET(
+        call,
+        "__dict__",
+        {
+            "request": request,
+            "stream": stream,
+            "timeout": timeout,
+            "verify": verify,
+            "cert": cert,
+            "proxies": proxies,
+            "clock": clock,
+            "redactor": redactor,
+            "deadline": deadline,
+            "attempt": attempt,
+            "history": history,
+        },
     )
 
 

@@ -716,7 +716,7 @@ class RateLimit(Rebuilt):
         headers = response.headers
         pause: float | None = None
         ceiling: float | None = None
-        if settings.follow_headers and (throttled or not _nothing_new(cell, response)):
+        if settings.follow_headers:  # throttled, or headers with something new
             limits = parse_rate_limit_headers(headers)
             if limits is not None:
                 if limits.limit is not None and limits.limit >= 1:

@@ -47,6 +47,20 @@ class Tally:
         """The count so far."""
         return self._fold()
 
+    def take(self) -> int:
+        """The count since the last `take` (or since made); counting starts again at 0.
+
+        For an owner that folds the count into state of its own, under its own lock
+        (the retry budget's successes).
+        """
+        with self._lock:
+            marks = self._marks
+            count = len(marks)
+            del marks[:count]  # atomic: markers appended meanwhile stay for the next take
+            taken = self._folded + count
+            self._folded = 0
+            return taken
+
     def _fold(self) -> int:
         with self._lock:
             marks = self._marks

@@ -128,3 +128,16 @@ def test_json_of_the_wrong_shape(body: object) -> None:
     r.content  # noqa: B018
     assert isinstance(error_detail(r), str)
     assert request_id_of(r) is None
+
+
+def test_rate_limit_counts_just_over_two_to_the_53_are_refused_not_rounded() -> None:
+    """Read through a float, 2**53 + 1 would be kept as 2**53: counts are read exactly."""
+    from requests_resilience._parsing import parse_rate_limit_headers
+
+    over = CaseInsensitiveDict({"X-RateLimit-Limit": "0", "X-RateLimit-Remaining": str(2**53 + 1)})
+    parsed = parse_rate_limit_headers(over)
+    assert parsed is not None
+    assert (parsed.limit, parsed.remaining) == (0, None)
+    at = parse_rate_limit_headers(CaseInsensitiveDict({"X-RateLimit-Remaining": str(2**53)}))
+    assert at is not None
+    assert at.remaining == 2**53

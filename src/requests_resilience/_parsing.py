@@ -122,7 +122,13 @@ class RateLimitHeaders:
 def _non_negative_int(raw: str | None) -> int | None:
     if raw is None:
         return None
-    value = _finite_seconds(str(raw).strip())
+    text = str(raw).strip()
+    if text.isascii() and text.isdigit():
+        # Digits are read exactly: through a float, 2**53 + 1 would pass as 2**53. (At
+        # most 16 digits can be within 2**53; longer text is never converted.)
+        exact = int(text) if len(text) <= 16 else None
+        return exact if exact is not None and exact <= 2**53 else None
+    value = _finite_seconds(text)
     if value is None or value < 0 or value != int(value) or value > 2**53:
         return None
     return int(value)

@@ -186,6 +186,8 @@ def test_first_call_builds_the_call_the_constructor_builds() -> None:
         clock=clock,
         redactor=NO_SECRETS,
     )
+    assert (made.deadline, made.attempt, made.history) == (None, 1, ())
+    assert made.evolve(attempt=2) == dataclasses.replace(made, attempt=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.attempt = 2  # type: ignore[misc]
 
@@ -273,7 +275,7 @@ def test_headers_of_an_httpx_answer_are_read_without_making_the_map() -> None:
 
     names = ("x-ratelimit-limit", "retry-after")
     answer = httpx.Response(200, headers=[("X-RateLimit-Limit", "5"), ("x-ratelimit-limit", "7")])
-    view = _response_view(answer, _request_view(httpx.Request("GET", URL)))
+    view = _response_view(answer, _request_view(httpx.Request("GET", URL), b""))
     assert response_headers(view, *names) == ("7", None)  # the last, as a map keeps
     assert "_headers" not in view.__dict__  # nothing decoded
     view.headers["Retry-After"] = "3"  # a policy made the map: it answers from then on
@@ -306,7 +308,7 @@ def test_two_headers_read_at_once_are_what_reading_each_gives(
 
     names = ("x-ratelimit-limit", "x-ratelimit-remaining")
     view = _response_view(
-        httpx.Response(200, headers=headers), _request_view(httpx.Request("GET", URL))
+        httpx.Response(200, headers=headers), _request_view(httpx.Request("GET", URL), b"")
     )
     plain = requests.Response()
     for name, value in headers:

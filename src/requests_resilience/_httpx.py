@@ -38,9 +38,7 @@ from requests_resilience._headers import copy_headers, header
 from requests_resilience._pipeline import HTTPX_EXTENSIONS_ATTR, Call, Pipeline, first_call
 
 if TYPE_CHECKING:
-    from requests_resilience._clock import Clock
     from requests_resilience._pipeline import TimeoutValue
-    from requests_resilience._secrets import Redactor
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -59,6 +57,9 @@ class _RequestView(requests.PreparedRequest):
     """
 
     source: httpx.Request
+    # What `PreparedRequest.__init__` would set and a view keeps, as class defaults.
+    _cookies = None
+    _body_position = None
     source_url: str
     source_body: bytes | None
     source_timeout: TimeoutValue  # the attempt timeout the source's extensions give
@@ -292,7 +293,6 @@ def _replaced(
 
 def _new_request_view(source: httpx.Request, extensions: Mapping[str, Any]) -> _RequestView:
     view: _RequestView = _NEW(_RequestView)
-    vars(view).update(_cookies=None, _body_position=None)  # PreparedRequest's own
     view.source = source
     view.extensions = extensions
     return view
@@ -375,6 +375,13 @@ class _ResponseView(requests.Response):
     """
 
     httpx: httpx.Response
+    # What `Response.__init__` would set, as class defaults: a view is made per attempt,
+    # and setting one (reading the body does) puts it on the instance, as usual.
+    _content: bytes | bool | None = False  # type: ignore[assignment]
+    _content_consumed = False
+    _next = None
+    elapsed = datetime.timedelta(0)
+    _asynchronous = False  # over an httpx.AsyncClient's response
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
@@ -421,7 +428,7 @@ class _ResponseView(requests.Response):
         if raw is None:
             response = self.httpx
             raw = attributes["_raw"] = (
-                _AsyncRaw(response) if attributes["_asynchronous"] else _Raw(response)
+                _AsyncRaw(response) if self._asynchronous else _Raw(response)
             )
         return raw
 
@@ -487,23 +494,29 @@ class _ResponseView(requests.Response):
             await self.httpx.aclose()
 
 
-def _request_view(request: httpx.Request) -> _RequestView:
-    """The view of a request whose body was read (every attempt replays those bytes)."""
+def _request_view(request: httpx.Request, body: bytes) -> _RequestView:
+    """The view of a request whose body was read (every attempt replays those bytes).
+
+    (`_url_text` and `_timeout_of` are written out here: a view is made per request.)
+    """
     extensions = request.extensions
-    url = _url_text(request.url)
-    body = request.content or None
+    sent = body or None
+    url = request.url
+    reference = getattr(url, "_uri_reference", None)
+    text = str(url) if reference is None else _rendered(reference)
+    timeout = extensions.get("timeout")
     view: _RequestView = _NEW(_RequestView)
     view.__dict__ = {  # PreparedRequest's own attributes, then the view's
-        "_cookies": None,
-        "_body_position": None,
         "method": request.method,
-        "url": url,
-        "body": body,
+        "url": text,
+        "body": sent,
         "source": request,
         "extensions": extensions,
-        "source_url": url,
-        "source_body": body,
-        "source_timeout": _timeout_of(extensions),
+        "source_url": text,
+        "source_body": sent,
+        "source_timeout": (timeout.get("connect"), timeout.get("read"))
+        if type(timeout) is dict
+        else _timeout_of(extensions),
     }
     return view
 
@@ -529,27 +542,16 @@ def _response_view(
 ) -> _ResponseView:
     """The requests-shaped view of an httpx response (its body left unread)."""
     view: _ResponseView = _NEW(_ResponseView)
-    view.__dict__ = {  # Response's own, and the lazy headers' and raw's
-        "_content": False,
-        "_content_consumed": False,
-        "_next": None,
+    view.__dict__ = {  # Response's own (the rest are class defaults), and the source
         "status_code": response.status_code,
         "url": request.url or "",
         "request": request,
         "history": [],
-        "elapsed": _NO_TIME,
         "httpx": response,
-        "_asynchronous": asynchronous,
     }
+    if asynchronous:
+        view._asynchronous = True
     return view
-
-
-_NO_TIME = datetime.timedelta(0)
-
-
-def _call_of(view: _RequestView, clock: Clock, redactor: Redactor) -> Call:
-    # stream=True: httpx reads (or streams) the body after the transport
-    return first_call(view, True, view.source_timeout, True, None, None, clock, redactor)
 
 
 def _wire_request(call: Call) -> httpx.Request:
@@ -563,11 +565,14 @@ def _wire_request(call: Call) -> httpx.Request:
     ``Host`` and ``Content-Length`` are among the view's.)
     """
     view = call.request
-    headers = _wire_headers(view)
     if not isinstance(view, _RequestView):  # a policy made a request of its own
         body = view.body if isinstance(view.body, bytes | str) else None
-        return httpx.Request(view.method or "GET", view.url or "", headers=headers, content=body)
+        return httpx.Request(
+            view.method or "GET", view.url or "", headers=_wire_headers(view), content=body
+        )
     source = view.source
+    # The source's own headers while no policy asked for the map (`wire_headers`).
+    headers = source.headers if "_headers" not in view.__dict__ else _wire_headers(view)
     same_url = view.url == view.source_url
     same_timeout = call.timeout is view.source_timeout
     same_target = same_url and view.body is view.source_body and view.method == source.method
@@ -731,9 +736,15 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Run the pipeline for one request, as `httpx.Client.send` asks."""
-        request.read()
-        call = _call_of(_request_view(request), self._clock, self._redactor)
-        return _result(self._handler(call), request)
+        view = _request_view(request, request.read())
+        # stream=True: httpx reads (or streams) the body after the transport
+        call = first_call(
+            view, True, view.source_timeout, True, None, None, self._clock, self._redactor
+        )
+        response = self._handler(call)
+        if type(response) is _ResponseView:
+            return response.httpx  # what the wrapped transport returned
+        return _result(response, request)
 
     def _send(self, call: Call) -> requests.Response:
         """One wire attempt on the wrapped transport, seen through the neutral view."""
@@ -787,11 +798,17 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Run the pipeline for one request, as `httpx.AsyncClient.send` asks."""
         try:
-            request.content  # noqa: B018 - in memory already (httpx reads bytes bodies at once)?
+            body = request.content  # in memory already (httpx reads bytes bodies at once)?
         except httpx.RequestNotRead:  # a streamed body: read it (once) to replay it
-            await request.aread()
-        call = _call_of(_request_view(request), self._clock, self._redactor)
-        return _result(await self._handler(call), request)
+            body = await request.aread()
+        view = _request_view(request, body)
+        call = first_call(
+            view, True, view.source_timeout, True, None, None, self._clock, self._redactor
+        )
+        response = await self._handler(call)
+        if type(response) is _ResponseView:
+            return response.httpx
+        return _result(response, request)
 
     async def _send(self, call: Call) -> requests.Response:
         wire = _wire_request(call)

@@ -258,7 +258,9 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
     """
     call: Call = _NEW(Call)
     # `_fill`, written out: the call to it is a measurable share of the empty pipeline's
-    # cost (`tests/test_hot_path.py` pins that both build the same Call).
+    # cost (`tests/test_hot_path.py` pins that both build the same Call). The deadline,
+    # attempt and history of a first attempt are the dataclass's defaults, which are
+    # its class attributes: the instance's own dict need not hold them.
     _SET(
         call,
         "__dict__",
@@ -271,9 +273,6 @@ def first_call(  # noqa: PLR0917 - Session.send's arguments, positional for spee
             "proxies": proxies,
             "clock": clock,
             "redactor": redactor,
-            "deadline": None,
-            "attempt": 1,
-            "history": (),
         },
     )
     return call

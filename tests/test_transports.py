@@ -187,5 +187,7 @@ def test_every_attempt_is_a_client_span(transport: Transport, server: FakeVinciS
     provider.shutdown()
     spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert [(s.attributes or {}).get("http.response.status_code") for s in spans] == [503, 200]
+    # The HTTP version the transport spoke (urllib3's, or httpx's extensions).
+    assert [(s.attributes or {}).get("network.protocol.version") for s in spans] == ["1.1"] * 2
     sent = [r.headers["traceparent"].split("-")[2] for r in server.requests]
     assert sent == [format(s.context.span_id, "016x") for s in spans if s.context]

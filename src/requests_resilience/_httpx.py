@@ -421,6 +421,15 @@ class _ResponseView(requests.Response):
         )
 
     @property
+    def protocol_version(self) -> str | None:
+        """The answer's HTTP version as ``network.protocol.version`` has it ("1.1", "2").
+
+        From the ``http_version`` httpx's transports put in the response's extensions,
+        HTTP/1.1 when there is none (as `httpx.Response.http_version` reads it).
+        """
+        return _PROTOCOL_VERSIONS.get(self.httpx.extensions.get("http_version", b"HTTP/1.1"))
+
+    @property
     def raw(self) -> Any:
         """The file-like body reader over the httpx stream, made when first asked for."""
         attributes = self.__dict__
@@ -492,6 +501,14 @@ class _ResponseView(requests.Response):
             self._content = b"".join(parts)
             self._content_consumed = True
             await self.httpx.aclose()
+
+
+_PROTOCOL_VERSIONS: dict[object, str] = {
+    b"HTTP/1.1": "1.1",
+    b"HTTP/1.0": "1.0",
+    b"HTTP/2": "2",
+    b"HTTP/3": "3",
+}
 
 
 def _request_view(request: httpx.Request, body: bytes) -> _RequestView:

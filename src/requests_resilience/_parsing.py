@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from requests_resilience._bodies import body_is_read
-from requests_resilience._headers import header
+from requests_resilience._headers import header, response_headers
 
 if TYPE_CHECKING:
     from requests import Response
@@ -168,16 +168,22 @@ def request_id_of(response: Response, body: Any = None) -> str | None:
         response: the response; its body must already be read.
         body: the parsed JSON body, if the caller has it (saves a second parse).
     """
-    headers = response.headers
-    for name in _REQUEST_ID_HEADERS:
-        value = header(headers, name)
-        if value and value.strip():
-            return _cut(value.strip(), 200)
+    found = request_id_in_headers(response)
+    if found is not None:
+        return found
     if body is None:
         body = _json_body(response)
     if isinstance(body, dict):
         value = body.get("request_id")
         if isinstance(value, str) and value.strip():
+            return _cut(value.strip(), 200)
+    return None
+
+
+def request_id_in_headers(response: Response) -> str | None:
+    """The request id a response's headers carry (`request_id_of` without the body)."""
+    for value in response_headers(response, *_REQUEST_ID_HEADERS):
+        if value and value.strip():
             return _cut(value.strip(), 200)
     return None
 

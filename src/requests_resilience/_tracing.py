@@ -39,11 +39,12 @@ from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 from opentelemetry import context, metrics, trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from requests import Response
 
-from requests_resilience._bodies import body_is_read
 from requests_resilience._copying import Rebuilt
 from requests_resilience._errors import ConfigurationError, _safe_url
-from requests_resilience._parsing import request_id_of
+from requests_resilience._headers import header
+from requests_resilience._parsing import request_id_in_headers, request_id_of
 from requests_resilience._telemetry import (
     INSTRUMENTATION_NAME,
     INSTRUMENTATION_VERSION,
@@ -62,7 +63,7 @@ from requests_resilience._telemetry import (
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
     from opentelemetry.util.types import AttributeValue
-    from requests import PreparedRequest, Response
+    from requests import PreparedRequest
 
     from requests_resilience._pipeline import AsyncNext, Call, Next
     from requests_resilience._secrets import Redactor
@@ -94,8 +95,7 @@ _SECRET_PARAMS = frozenset({"sig", "pwd", "pass", "code"})
 _SECRET_PARTS = ("key", "token", "secret", "passw", "signature", "credential", "auth", "session")
 # Attempts with these errors never reached the wire, so they are no resend.
 _NOT_SENT_ERRORS = frozenset({"CircuitOpenError"})
-# Passed as `body` to request_id_of(): "not a JSON object", so only headers are read.
-_NO_BODY = ()
+
 
 _SUPPRESS = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", "suppress_instrumentation")
 _SUPPRESS_HTTP = getattr(
@@ -692,17 +692,21 @@ def _log(call: Call, duration: float, **outcome: object) -> None:
 
 
 def _request_id(response: Response, call: Call, *, look_in_body: bool) -> str | None:
-    request_id = request_id_of(response, _NO_BODY)  # the headers only
-    if (
-        request_id is None
-        and look_in_body
-        and not call.stream
-        and body_is_read(response)
-        and "json" in response.headers.get("content-type", "")
-        and len(response.content or b"") <= _MAX_ID_BODY
-        and b"request_id" in response.content
-    ):
-        request_id = request_id_of(response)
+    """The attempt's request id (redacted): from the headers, else from a JSON body.
+
+    The body is looked in only if it was read already, is small, and holds the word:
+    the byte tests come first, being the cheapest (most answers carry no id).
+    """
+    request_id = request_id_in_headers(response)
+    if request_id is None and look_in_body and not call.stream:
+        content = getattr(response, "_content", False)  # unread: False (`body_is_read`)
+        if (
+            type(content) is bytes
+            and len(content) <= _MAX_ID_BODY
+            and b"request_id" in content
+            and "json" in (header(response.headers, "content-type") or "")
+        ):
+            request_id = request_id_of(response)
     return call.redactor.redact(request_id) if request_id is not None else None
 
 
@@ -713,14 +717,15 @@ def _resends(call: Call) -> int:
 
 
 def _protocol_version(response: Response) -> str | None:
-    version = getattr(response.raw, "version", None)
-    if version == 11:
-        return "1.1"
-    if version == 10:
-        return "1.0"
-    if version == 20:
-        return "2"
-    return None
+    """``network.protocol.version``: urllib3's ``raw.version``, or the httpx view's."""
+    if type(response) is not Response:
+        given = getattr(response, "protocol_version", None)  # the httpx view's
+        if given is not None:
+            return given if isinstance(given, str) else None
+    return _VERSIONS.get(getattr(response.raw, "version", None))
+
+
+_VERSIONS: dict[object, str] = {11: "1.1", 10: "1.0", 20: "2"}
 
 
 def _outer_http_span(current: context.Context) -> bool:

@@ -557,7 +557,7 @@ class CircuitBreaker(Rebuilt):
         clock = call.clock
         cell.clock = clock
         probe = self._admit(key, cell, call)
-        began = self._started(clock)
+        began = 0.0 if self._settings.slow_call_duration is None else clock.monotonic()
         try:
             response = next(call)
         except BaseException as exc:

@@ -254,11 +254,38 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
 
     def __init__(self, buckets: int) -> None:
         super().__init__(STATE_CLOSED)
+        self._current = STATE_CLOSED
+        self._failures_in_row = 0
         self._lock = threading.Lock()
         self._window = _Window(buckets)
         self._open_until = 0.0
         self._half_open_at = 0.0
         self._probes = 0
+
+    # pybreaker's storage interface for the state and the failure counter, kept in this
+    # class's own attributes: the steps below read them directly, as every answer does.
+
+    @property
+    def state(self) -> str:
+        """The breaker's state (pybreaker's ``"closed"``, ``"open"``, ``"half-open"``)."""
+        return self._current
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._current = state
+
+    @property
+    def counter(self) -> int:
+        """Consecutive failures (pybreaker's counter)."""
+        return self._failures_in_row
+
+    def increment_counter(self) -> None:
+        """Count one more consecutive failure."""
+        self._failures_in_row += 1
+
+    def reset_counter(self) -> None:
+        """A success: no consecutive failures."""
+        self._failures_in_row = 0
 
     @property
     def shared(self) -> bool:
@@ -273,7 +300,7 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
         """Decide whether a call may go out now (closed: no lock taken)."""
         # Reading the state without the lock is deliberate: a call that slips through
         # as the breaker opens is the same as one that started a moment earlier.
-        if self.state == STATE_CLOSED:
+        if self._current == STATE_CLOSED:
             return ADMITTED
         with self._lock:
             state = self.state
@@ -353,9 +380,9 @@ class MemoryBreakerStorage(pybreaker.CircuitMemoryStorage):
         lock = self._lock
         lock.acquire()  # by hand: a ``with`` costs as much again, on every answer
         try:
-            self.reset_counter()
-            if self.state == STATE_CLOSED:
-                self._window.add(rules.bucket(now), False)
+            self._failures_in_row = 0  # `reset_counter`, `state` and `rules.bucket`, inline
+            if self._current == STATE_CLOSED:
+                self._window.add(math.floor(now / rules.bucket_width), False)
         finally:
             lock.release()
 

@@ -655,7 +655,7 @@ class RateLimit(Rebuilt):
             left = deadline - clock.monotonic()
             if left < allowed:
                 allowed = max(0.0, left)
-        _instruments()  # registers the rate gauge once a meter provider records
+        _INSTRUMENTS.get()  # registers the rate gauge once a meter provider records
         return key, cell, clock.time if cell.shared else clock.monotonic, allowed
 
     def _ticket(self, ticket: _Ticket, reservation: Reservation) -> _Ticket:
@@ -983,14 +983,13 @@ def _depart(cell: _Cell, rate: float, waited: float, now_of: Callable[[], float]
     if waited > 0:
         with cell.lock:
             cell.waited += 1
-    _on_span(rate, waited)
+    current = _telemetry.current_context()
+    if current:  # else no span in the context: nothing to annotate
+        _on_span(current, rate, waited)
     return now_of()
 
 
-def _on_span(rate: float, wait: float) -> None:
-    current = context.get_current()
-    if not current:
-        return  # no span in the context: nothing to annotate
+def _on_span(current: context.Context, rate: float, wait: float) -> None:
     span = trace.get_current_span(current)
     if span.is_recording():
         span.set_attribute(_RATE_ATTRIBUTE, rate)

@@ -45,6 +45,7 @@ import is used.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib.metadata
 import logging
 import re
@@ -57,7 +58,9 @@ from urllib.parse import urlsplit
 
 import structlog
 import structlog.stdlib
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 
 from requests_resilience._errors import _safe_url
 
@@ -374,6 +377,9 @@ def call_failed(error: APIError) -> None:
 
 _NATIVE_DEBUG: dict[type, bool] = {}
 _DEBUG = logging.DEBUG
+#: `debug_enabled` while structlog is unconfigured (the stdlib logger's level), as one
+#: call: the logger's own method, bound (the logger lives as long as the process).
+stdlib_debug_enabled: Callable[[], bool] = functools.partial(logger._stdlib.isEnabledFor, _DEBUG)
 
 
 def debug_enabled() -> bool:
@@ -456,11 +462,6 @@ class _Counters:
     hedges: metrics.Counter
 
 
-def _meter_provider() -> metrics.MeterProvider:
-    """The meter provider of the reports (the global one; tests swap this function)."""
-    return global_meter_provider()
-
-
 # -- the global providers, without an environment look-up per request -------------------
 #
 # `trace.get_tracer_provider()` and `metrics.get_meter_provider()` look the environment
@@ -509,6 +510,34 @@ def _while_unset(kind: str, getter: Any) -> Any:
         if globals_.get(name) is None:  # nothing loaded: the answer is the API's proxy
             _unset[kind] = answer
     return answer
+
+
+#: The tracer and meter providers the application set, None while unset, read without
+#: a Python call (a C method bound to the API's module global): the key of what a
+#: policy made for the providers (`Tracing` asks on every attempt). Where the API keeps
+#: its globals elsewhere, the getters themselves.
+set_tracer_provider: Callable[[], object] = (
+    functools.partial(_TRACE_GLOBALS.get, "_TRACER_PROVIDER")
+    if _READABLE
+    else global_tracer_provider
+)
+set_meter_provider: Callable[[], object] = (
+    functools.partial(_METRICS_GLOBALS.get, "_METER_PROVIDER")
+    if _READABLE
+    else global_meter_provider
+)
+
+
+#: The meter provider of the reports: the global one (tests swap this name). The
+#: function itself, not a wrapper: `PerProvider.get` calls it on every attempt.
+_meter_provider: Callable[[], metrics.MeterProvider] = global_meter_provider
+
+#: `opentelemetry.context.get_current()` without its wrapper: the API's runtime
+#: context's own method (the policies read the context on every attempt).
+current_context: Callable[[], Context] = (
+    getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "get_current", None)
+    or otel_context.get_current
+)
 
 
 def is_noop_meter_provider(provider: metrics.MeterProvider) -> bool:

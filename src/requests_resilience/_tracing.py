@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeAlias
 from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
+import structlog
 from opentelemetry import context, metrics, trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -49,6 +50,7 @@ from requests_resilience._telemetry import (
     INSTRUMENTATION_NAME,
     INSTRUMENTATION_VERSION,
     SCHEMA_URL,
+    current_context,
     debug_enabled,
     exception_attributes,
     global_meter_provider,
@@ -58,6 +60,9 @@ from requests_resilience._telemetry import (
     log_attempt,
     logger,
     scrub,
+    set_meter_provider,
+    set_tracer_provider,
+    stdlib_debug_enabled,
 )
 
 if TYPE_CHECKING:
@@ -257,14 +262,25 @@ class Tracing(Rebuilt):
 
     def send(self, call: Call, next: Next) -> Response:
         """Send one attempt inside its own CLIENT span, with the context injected."""
-        current = context.get_current()
+        # The calls of the API-only path are written out here (`_recorders`' cache check,
+        # `debug_enabled`, `_propagate`): every function a call touches costs again on
+        # the wire, where it runs with the caches cold (see the benchmarks page).
+        current = current_context()
         if current.get(_SUPPRESS):
             return next(call)  # suppress_instrumentation(): an exporter's own request
-        tracer, histogram = self._recorders()
-        log = debug_enabled()
+        cached = self._recorders_cache
+        if (
+            cached is None
+            or cached[0] is not (self._tracer_provider or set_tracer_provider())
+            or cached[1] is not (self._meter_provider or set_meter_provider())
+        ):
+            cached = self._recorders_for()
+        tracer, histogram = cached[2]
+        log = debug_enabled() if structlog.is_configured() else stdlib_debug_enabled()
         if tracer is None and histogram is None and not log:
-            _propagate(call, current)  # the API-only hot path: nothing else to do
-            return next(call)
+            if current:  # else nothing to propagate (`_propagate`)
+                inject(call.request.headers, context=current)
+            return next(call)  # the API-only hot path: nothing else to do
         return self._observe(
             call, next, current=current, tracer=tracer, histogram=histogram, log=log
         )
@@ -496,26 +512,36 @@ class Tracing(Rebuilt):
         """The tracer and the duration histogram (None where the provider is a no-op).
 
         Made once per pair of providers (the given ones, else the global ones), so that
-        a call costs two look-ups and two identity checks.
+        a call costs two look-ups and two identity checks (`send` makes them itself).
         """
-        tracer_provider = self._tracer_provider
-        if tracer_provider is None:
-            tracer_provider = global_tracer_provider()
-        meter_provider = self._meter_provider
-        if meter_provider is None:
-            meter_provider = global_meter_provider()
         cached = self._recorders_cache
-        if cached is not None and cached[0] is tracer_provider and cached[1] is meter_provider:
-            return cached[2]
+        if (
+            cached is None
+            or cached[0] is not (self._tracer_provider or set_tracer_provider())
+            or cached[1] is not (self._meter_provider or set_meter_provider())
+        ):
+            cached = self._recorders_for()
+        return cached[2]
+
+    def _recorders_for(self) -> tuple[object, object, _Recorders]:
+        """Make the recorders of the current providers, and remember them.
+
+        The key is what `send` compares: the given provider, else the one set in the
+        API's global (None while unset: then the API's proxy makes the recorders).
+        """
+        tracer_key = self._tracer_provider or set_tracer_provider()
+        meter_key = self._meter_provider or set_meter_provider()
+        tracer_provider = self._tracer_provider or global_tracer_provider()
+        meter_provider = self._meter_provider or global_meter_provider()
         histogram: metrics.Histogram | None = None
         if not is_noop_meter_provider(meter_provider):
             meter = meter_provider.get_meter(
                 INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, schema_url=SCHEMA_URL
             )
             histogram = _duration_histogram(meter)
-        recorders = (_tracer_of(tracer_provider), histogram)
-        self._recorders_cache = (tracer_provider, meter_provider, recorders)
-        return recorders
+        cached = (tracer_key, meter_key, (_tracer_of(tracer_provider), histogram))
+        self._recorders_cache = cached
+        return cached
 
     def __repr__(self) -> str:
         def shown(value: object) -> str:

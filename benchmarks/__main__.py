@@ -25,6 +25,7 @@ BENCHMARKS = {
     "wire": "benchmarks.bench_wire",
     "concurrency": "benchmarks.bench_concurrency",
     "hedging": "benchmarks.bench_hedging",
+    "counts": "benchmarks.bench_counts",
 }
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} ===", flush=True)
         began = time.monotonic()
         module = importlib.import_module(BENCHMARKS[name])
-        if name in {"overhead", "library", "wire"}:
+        if name in {"overhead", "library", "wire", "counts"}:
             module.main([])  # its own flags are not ours
         else:
             module.main()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +33,51 @@ def write(name: str, data: dict[str, Any]) -> Path:
     payload = {"machine": machine(), **data}
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def installed(binary: str) -> str | None:
+    """The path of `binary`, if installed (root's PATH has /usr/sbin, others' may not)."""
+    found = shutil.which(binary)
+    if found is not None:
+        return found
+    for folder in ("/usr/sbin", "/usr/bin"):
+        path = os.path.join(folder, binary)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def ensure_debian_binary(binary: str, packages: tuple[str, ...], *, why: str) -> str:
+    """The path of `binary`; installed from Debian's packages (apt-get) when missing.
+
+    The first of `packages` that installs and provides it is kept.
+
+    Raises:
+        RuntimeError: it is missing and cannot be installed here (no apt-get, or
+            neither root nor sudo), or the installation failed.
+    """
+    found = installed(binary)
+    if found is not None:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if shutil.which("apt-get") is None or (sudo and shutil.which("sudo") is None):
+        msg = (
+            f"{why}: {binary} is not installed and cannot be installed here (it needs"
+            f" apt-get, as root or with sudo); install it and rerun."
+        )
+        raise RuntimeError(msg)
+    print(f"{why}: installing Debian's {binary} ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, env=env)
+    for package in packages:
+        install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+        if subprocess.run(install, check=False, env=env, stdout=subprocess.DEVNULL).returncode:
+            continue
+        found = installed(binary)
+        if found is not None:
+            return found
+    msg = f"{why}: apt-get could not install {' or '.join(packages)}; install {binary} and rerun."
+    raise RuntimeError(msg)
 
 
 def median(values: list[float]) -> float:

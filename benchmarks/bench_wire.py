@@ -92,7 +92,6 @@ import gc
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -116,7 +115,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from benchmarks._common import RESULTS, table, write
+from benchmarks._common import RESULTS, ensure_debian_binary, table, write
 from requests_resilience import Pipeline, RateLimit, Tracing, mount, rate_limit_key_for
 from requests_resilience.httpx import AsyncResilientTransport, ResilientTransport
 from requests_resilience.vinci import build_pipeline
@@ -139,46 +138,16 @@ TRANSPORTS = ("requests", "httpx", "httpx-async")
 # -- nginx -----------------------------------------------------------------------------
 
 
-def nginx_binary() -> str | None:
-    """The nginx binary, if one is installed (root's PATH has /usr/sbin, others' may not)."""
-    found = shutil.which("nginx")
-    if found is not None:
-        return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-
-
 def ensure_nginx() -> str:
     """The nginx binary; installed from Debian's packages (apt-get) when missing.
 
+    Debian 12 and later ship the binary in "nginx" (nginx-light only adds modules);
+    older releases in nginx-core or nginx-light, which "nginx" then depends on.
+
     Raises:
-        RuntimeError: nginx is missing and cannot be installed here (no apt-get, or
-            neither root nor sudo), or the installation failed.
+        RuntimeError: nginx is missing and cannot be installed here.
     """
-    found = nginx_binary()
-    if found is not None:
-        return found
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    if shutil.which("apt-get") is None or (sudo and shutil.which("sudo") is None):
-        msg = (
-            "bench wire: nginx is not installed and cannot be installed here (it needs"
-            " apt-get, as root or with sudo); install it (e.g. apt-get install nginx-light,"
-            " brew install nginx) and rerun."
-        )
-        raise RuntimeError(msg)
-    print("bench wire: installing Debian's nginx (the wire benchmark's server) ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, env=env)
-    # Debian 12 and later ship the binary in "nginx" (nginx-light only adds modules);
-    # older releases in nginx-core or nginx-light, which "nginx" then depends on.
-    for package in ("nginx", "nginx-light"):
-        install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
-        if subprocess.run(install, check=False, env=env, stdout=subprocess.DEVNULL).returncode:
-            continue
-        found = nginx_binary()
-        if found is not None:
-            return found
-    msg = "bench wire: apt-get could not install nginx-light or nginx; install nginx and rerun."
-    raise RuntimeError(msg)
+    return ensure_debian_binary("nginx", ("nginx", "nginx-light"), why="bench wire")
 
 
 def free_port() -> int:

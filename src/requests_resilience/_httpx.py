@@ -404,8 +404,10 @@ class _ResponseView(requests.Response):
         one, two = first.encode("latin-1"), second.encode("latin-1")
         found_one: bytes | None = None
         found_two: bytes | None = None
+        source = self.httpx.headers
+        triples = getattr(source, "_list", None)  # `_triples`, its common case inline
         # From the end, as `_scan`: the last of repeats wins, as in a map.
-        for triple in reversed(_triples(self.httpx.headers)):
+        for triple in reversed(triples if type(triples) is list else _triples(source)):
             name = triple[1]
             if name == one and found_one is None:
                 found_one = triple[2]
@@ -588,8 +590,10 @@ def _wire_request(call: Call) -> httpx.Request:
             view.method or "GET", view.url or "", headers=_wire_headers(view), content=body
         )
     source = view.source
-    # The source's own headers while no policy asked for the map (`wire_headers`).
-    headers = source.headers if "_headers" not in view.__dict__ else _wire_headers(view)
+    given = view.__dict__.get("_headers")
+    # The source's own while no policy asked for the map (so none changed it), else
+    # the source's with the policies' changes (`_only_set`), else encoded anew.
+    headers = source.headers if given is None else _only_set(given, source) or _wire_headers(view)
     same_url = view.url == view.source_url
     same_timeout = call.timeout is view.source_timeout
     same_target = same_url and view.body is view.source_body and view.method == source.method
@@ -618,6 +622,26 @@ def _wire_request(call: Call) -> httpx.Request:
     )
     wire.read()  # the source's bytes, already in memory: `content` as transports expect
     return wire
+
+
+def _only_set(given: object, source: httpx.Request) -> httpx.Headers | None:
+    """The common case of `_RequestView.wire_headers`, in one call; else None.
+
+    While the policies have only set headers on the view's map (auth, tracing), the
+    source's headers with those set (`_with_set`, as `_Headers.on_the_wire` does);
+    None for the rest (a map read, replaced, or a header outside ASCII), which
+    `_wire_headers` handles.
+    """
+    wire = source.headers
+    if (
+        type(given) is not _Headers
+        or given.source is not wire
+        or "_store" in given.__dict__
+        or type(getattr(wire, "_list", None)) is not list
+    ):
+        return None
+    changes = given.changes
+    return _with_set(wire, changes.values()) if changes else wire
 
 
 def _wire_headers(view: requests.PreparedRequest) -> httpx.Headers | list[tuple[bytes, bytes]]:

@@ -580,6 +580,7 @@ class _Done:
 
 #: The headers kept for the retries: `snapshot_headers` of the first attempt's.
 _Template: TypeAlias = "tuple[tuple[str, str], ...] | CaseInsensitiveDict[str]"
+_HEADER_MAP = requests.structures.CaseInsensitiveDict
 
 
 def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Template]:
@@ -605,7 +606,13 @@ def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Templ
         and policy.idempotency_header not in request.headers
     ):
         request.headers[policy.idempotency_header] = uuid.uuid4().hex
-    template = request_snapshot(request) if policy.max_attempts > 1 else request.headers
+    if policy.max_attempts <= 1:
+        template: _Template = request.headers  # never needed again
+    elif type(request) is requests.PreparedRequest and type(request.headers) is _HEADER_MAP:
+        # `request_snapshot`'s common case, inline (the httpx view answers it itself)
+        template = tuple(request.headers._store.values())  # type: ignore[attr-defined]
+    else:
+        template = request_snapshot(request)
     return _first_attempt(policy, call, deadline, began), began, deadline, template
 
 
@@ -615,9 +622,12 @@ def _settled(policy: Retry, response: Response, clock: Clock) -> Outcome | None:
     A success ends it (the budget records it); any other outcome goes to
     `_Run.observed`.
     """
-    outcome = policy.classify(response, None)
-    if outcome is not Outcome.SUCCESS:
-        return outcome
+    classify = policy.classify
+    if classify is not classify_outcome or response.status_code >= 400:
+        outcome = classify(response, None)
+        if outcome is not Outcome.SUCCESS:
+            return outcome
+    # else `classify_outcome`'s first answer, written out: a status under 400 succeeds
     budget = policy.budget
     if budget is not None:
         budget._record(clock.monotonic(), failed=False)

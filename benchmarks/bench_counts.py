@@ -1,13 +1,17 @@
-"""Counts: instructions and cache misses per call, under valgrind's cachegrind.
+"""Counts: instructions and cache misses per call, under valgrind's callgrind.
 
 A timing on two shared cores moves by a microsecond from run to run; the number of
 machine instructions a call executes, and the cache misses of a simulated core, do
 not (to within a few per cent, with Python's hash seed fixed and its cyclic garbage
-collector off). This benchmark counts them, per call, above the bare stub of
-`bench_library`, in two situations:
+collector off). This benchmark counts them for each call made through the transport
+(``PipelineAdapter.send``, ``ResilientTransport.handle_request``, the async one) and
+for nothing else: the call goes through `operator.methodcaller`, and callgrind collects
+only inside that C function (``--toggle-collect=methodcaller_call``), so neither the
+start-up nor the application's own work around the calls is counted, while the
+simulated caches see all of it. Two situations:
 
-  hot    the calls back to back, as `bench_library` times them: everything the call
-         touches is in the caches already
+  hot    the calls back to back, as `bench_library` times them (the requests made
+         beforehand): what the call touches is in the caches already
   cold   before each call, the application does the work of one other request
          (``Session.get`` of another session, ``Client.get`` of another httpx client,
          over a stub): the caches are as a call finds them in a real client, where
@@ -17,15 +21,15 @@ collector off). This benchmark counts them, per call, above the bare stub of
 The cold counts are the closest noise-free figure for the cost on the wire: there a
 call runs with caches its predecessor did not leave warm, and every function, object
 and branch it touches costs a miss as well as its instructions (`bench_wire` measures
-the time; the benchmarks page shows both).
+the time; the benchmarks page shows both). The figures are per call, above the bare
+stub's of the same transport and situation (the stub's own are shown too).
 
 The simulated core: 32 KiB L1 instruction and data caches (8-way, 64-byte lines) and an
-8 MiB last-level cache, fixed so that counts from different machines compare. Each
-configuration runs twice (`N1` and `N2` calls after the same warm-up): the difference
-divided by ``N2 - N1`` is the cost of one call, start-up excluded; the bare stub's
-figure of the same transport and situation is subtracted.
+8 MiB last-level cache, fixed so that counts from different machines compare. An async
+call is driven inside the measured C call by ``coroutine.send(None)``: over the stub it
+never waits, so it runs to its end there.
 
-Run: ``./dev bench counts`` (installs Debian's valgrind when missing; about eight
+Run: ``./dev bench counts`` (installs Debian's valgrind when missing; about five
 minutes on two cores); writes ``benchmarks/results/counts.json``.
 """
 
@@ -36,18 +40,18 @@ import asyncio
 import concurrent.futures
 import gc
 import json
+import operator
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import ensure_debian_binary, table, write
 from benchmarks.plot import DOCS_ASSETS
 
-N1, N2 = 50, 350
+CALLS = 300
 WARMUP = 50
 #: The simulated caches (size, associativity, line size): see the module docstring.
 CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=8388608,16,64")
@@ -69,6 +73,7 @@ PLAN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     ("requests", "hot", ("empty", "preset")),
     ("httpx", "cold", ("empty", "preset")),
+    ("httpx", "hot", ("empty", "preset")),
     ("httpx-async", "cold", ("empty", "preset")),
 )
 
@@ -77,7 +82,7 @@ PLAN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 
 def _child(transport: str, variant: str, situation: str, calls: int) -> None:
-    """Make WARMUP then `calls` calls of `variant` on `transport` (run under valgrind)."""
+    """Make WARMUP calls, then `calls` measured ones (run under valgrind)."""
     from benchmarks import bench_library as lib
 
     pipeline = None if variant == "bare" else lib.singles()[variant]()
@@ -94,16 +99,30 @@ def _requests_calls(lib: Any, pipeline: Any, cold: bool, calls: int) -> None:
     import requests
 
     stub = lib.StubAdapter()
-    send = stub.send if pipeline is None else lib.PipelineAdapter(pipeline, transport=stub).send
+    adapter = stub if pipeline is None else lib.PipelineAdapter(pipeline, transport=stub)
     session = requests.Session()
     session.trust_env = False  # no environment or netrc look-ups: the same work each call
     other = requests.Session()
     other.trust_env = False
     other.mount("https://", lib.StubAdapter())
-    application: Callable[[], object] = (lambda: other.get(lib.URL)) if cold else _nothing
-    for _ in range(WARMUP + calls):
-        application()
-        send(session.prepare_request(requests.Request("GET", lib.URL)), timeout=30)
+    # Hot, every request is made before the calls: nothing runs between two of them.
+    made = [] if cold else [_prepared(session) for _ in range(WARMUP + calls)]
+    for number in range(WARMUP + calls):
+        if cold:
+            other.get(lib.URL)
+        request = _prepared(session) if cold else made[number]
+        if number < WARMUP:
+            adapter.send(request, timeout=30)
+        else:  # the measured call: counted inside methodcaller only
+            operator.methodcaller("send", request, timeout=30)(adapter)
+
+
+def _prepared(session: Any) -> Any:
+    import requests
+
+    from benchmarks.bench_library import URL
+
+    return session.prepare_request(requests.Request("GET", URL))
 
 
 def _httpx_calls(lib: Any, pipeline: Any, cold: bool, calls: int) -> None:
@@ -115,10 +134,15 @@ def _httpx_calls(lib: Any, pipeline: Any, cold: bool, calls: int) -> None:
     transport = stub if pipeline is None else ResilientTransport(pipeline, stub)
     client = httpx.Client()
     other = httpx.Client(transport=lib.StubTransport())
-    application: Callable[[], object] = (lambda: other.get(lib.URL)) if cold else _nothing
-    for _ in range(WARMUP + calls):
-        application()
-        transport.handle_request(client.build_request("GET", lib.URL))
+    made = [] if cold else [client.build_request("GET", lib.URL) for _ in range(WARMUP + calls)]
+    for number in range(WARMUP + calls):
+        if cold:
+            other.get(lib.URL)
+        request = client.build_request("GET", lib.URL) if cold else made[number]
+        if number < WARMUP:
+            transport.handle_request(request)
+        else:
+            operator.methodcaller("handle_request", request)(transport)
 
 
 async def _async_calls(lib: Any, pipeline: Any, cold: bool, calls: int) -> None:
@@ -130,30 +154,40 @@ async def _async_calls(lib: Any, pipeline: Any, cold: bool, calls: int) -> None:
     transport = stub if pipeline is None else AsyncResilientTransport(pipeline, stub)
     client = httpx.AsyncClient()
     other = httpx.AsyncClient(transport=lib.StubTransport())
-    for _ in range(WARMUP + calls):
+    step = operator.methodcaller("send", None)
+    made = [] if cold else [client.build_request("GET", lib.URL) for _ in range(WARMUP + calls)]
+    for number in range(WARMUP + calls):
         if cold:
             await other.get(lib.URL)
-        await transport.handle_async_request(client.build_request("GET", lib.URL))
-
-
-def _nothing() -> None:
-    return None
+        request = client.build_request("GET", lib.URL) if cold else made[number]
+        if number < WARMUP:
+            await transport.handle_async_request(request)
+            continue
+        coroutine = transport.handle_async_request(request)
+        try:
+            step(coroutine)  # the measured call: the whole coroutine, over the stub
+        except StopIteration:
+            continue
+        msg = "an async call over the stub waited: it cannot be counted whole"
+        raise RuntimeError(msg)
 
 
 # --- the parent: the runs, the differences ----------------------------------------------
 
 
-def _run(valgrind: str, config: tuple[str, str, str], calls: int) -> dict[str, int]:
-    """The totals of one child run: events (Ir, I1mr, D1mr, ...) to counts."""
+def _run(valgrind: str, config: tuple[str, str, str]) -> dict[str, float]:
+    """One child run's counts per measured call: instructions, L1 and LL misses."""
     transport, variant, situation = config
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "cachegrind.out"
+        out = Path(folder) / "callgrind.out"
         command = [
             valgrind,
-            "--tool=cachegrind",
+            "--tool=callgrind",
             "--cache-sim=yes",
             *CACHES,
-            f"--cachegrind-out-file={out}",
+            "--collect-atstart=no",
+            "--toggle-collect=methodcaller_call",
+            f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
             "benchmarks.bench_counts",
@@ -161,30 +195,32 @@ def _run(valgrind: str, config: tuple[str, str, str], calls: int) -> dict[str, i
             transport,
             variant,
             situation,
-            str(calls),
+            str(CALLS),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
-        return _totals(out.read_text())
+        return per_call(_totals(out.read_text()), CALLS)
 
 
 def _totals(text: str) -> dict[str, int]:
+    """The totals of a callgrind (or cachegrind) output: event name to count."""
     lines = text.splitlines()
     events = next(line for line in lines if line.startswith("events:")).split()[1:]
-    summary = next(line for line in lines if line.startswith("summary:")).split()[1:]
-    return dict(zip(events, map(int, summary), strict=True))
+    summary = next(line for line in lines if line.startswith(("summary:", "totals:")))
+    counts = list(map(int, summary.split()[1:]))
+    counts += [0] * (len(events) - len(counts))  # trailing zero counts may be left out
+    return dict(zip(events, counts, strict=True))
 
 
-def per_call(first: dict[str, int], second: dict[str, int]) -> dict[str, float]:
-    """What one call costs: the difference of two runs over their difference in calls.
+def per_call(totals: dict[str, int], calls: int) -> dict[str, float]:
+    """What one call costs: a run's totals over its measured calls.
 
     Returns the instructions (``Ir``), the L1 misses (instruction and data, reads and
     writes) and the last-level misses per call.
     """
-    calls = N2 - N1
 
     def each(*names: str) -> float:
-        return sum(second[n] - first[n] for n in names) / calls
+        return sum(totals.get(n, 0) for n in names) / calls
 
     return {
         "instructions": each("Ir"),
@@ -206,15 +242,8 @@ def measure(valgrind: str, jobs: int = 2) -> dict[str, dict[str, dict[str, float
         for variant in ("bare", *variants)
     ]
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        futures = {
-            (config, calls): pool.submit(_run, valgrind, config, calls)
-            for config in configs
-            for calls in (N1, N2)
-        }
-        counts = {
-            config: per_call(futures[(config, N1)].result(), futures[(config, N2)].result())
-            for config in configs
-        }
+        futures = {config: pool.submit(_run, valgrind, config) for config in configs}
+        counts = {config: future.result() for config, future in futures.items()}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for transport, situation, variants in PLAN:
         bare = counts[(transport, "bare", situation)]
@@ -235,9 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _child(transport, variant, situation, int(calls))
         return {}
     valgrind = ensure_debian_binary("valgrind", ("valgrind",), why="bench counts")
-    print(f"counts per call above the bare stub ({N2 - N1} calls, under cachegrind):")
+    print(f"counts per call above the bare stub ({CALLS} calls, under callgrind):")
     rows = measure(valgrind)
-    out = {"counts": rows, "calls": N2 - N1, "warmup": WARMUP, "caches": list(CACHES)}
+    out = {"counts": rows, "calls": CALLS, "warmup": WARMUP, "caches": list(CACHES)}
     print(_report(rows))
     path = write("counts", out)
     tables = DOCS_ASSETS / "counts-tables.md"
@@ -251,8 +280,8 @@ def markdown(data: dict[str, Any]) -> str:
     machine = data["machine"]
     lines = [
         f"Run {machine['date']} on {machine['platform']}, Python {machine['python']};"
-        f" {data['calls']} calls per configuration after {data['warmup']}, under"
-        " cachegrind.",
+        f" {data['calls']} calls counted per configuration after {data['warmup']},"
+        " under callgrind.",
         "",
     ]
     for name, variants in data["counts"].items():

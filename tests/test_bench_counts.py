@@ -1,8 +1,8 @@
 """The counts benchmark's own arithmetic, and its child's calls on each transport.
 
 The counts themselves need valgrind and minutes (``./dev bench counts``); what can go
-wrong without either is checked here: reading cachegrind's totals, the per-call
-difference, the page's tables, and that the child makes its calls on every transport.
+wrong without either is checked here: reading callgrind's totals, the per-call
+figures, the page's tables, and that the child makes its calls on every transport.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ summary: 1000 10 1 500 20 2 300 30 3
 
 
 def test_totals_are_read_from_the_summary_line_by_event_name() -> None:
+    """(callgrind writes a ``totals:`` line as well; cachegrind only ``summary:``.)"""
     totals = bench_counts._totals(OUTPUT)
     assert totals == {
         "Ir": 1000,
@@ -34,13 +35,15 @@ def test_totals_are_read_from_the_summary_line_by_event_name() -> None:
     }
 
 
-def test_one_call_is_the_difference_of_two_runs_over_their_difference_in_calls() -> None:
-    first = bench_counts._totals(OUTPUT)
-    calls = bench_counts.N2 - bench_counts.N1
-    second = {name: value + 7 * calls for name, value in first.items()}
-    second["Ir"] = first["Ir"] + 1234 * calls
-    counts = bench_counts.per_call(first, second)
-    assert counts == {"instructions": 1234.0, "l1_misses": 21.0, "ll_misses": 21.0}
+def test_one_call_is_a_runs_totals_over_its_calls() -> None:
+    totals = bench_counts._totals(OUTPUT)
+    counts = bench_counts.per_call(totals, 10)
+    assert counts == {"instructions": 100.0, "l1_misses": 6.0, "ll_misses": 0.6}
+
+
+def test_trailing_zero_counts_left_out_by_callgrind_are_zeros() -> None:
+    totals = bench_counts._totals("events: Ir I1mr ILmr\ntotals: 500 7\n")
+    assert totals == {"Ir": 500, "I1mr": 7, "ILmr": 0}
 
 
 def test_the_page_tables_carry_the_machine_and_every_row() -> None:

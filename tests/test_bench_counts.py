@@ -54,13 +54,14 @@ def test_the_page_tables_carry_the_machine_and_every_row() -> None:
         "counts": {
             "requests cold": {
                 "(bare stub)": {"instructions": 120000.4, "l1_misses": 3000.0, "ll_misses": 0.0},
-                "preset": {"instructions": 82452.0, "l1_misses": 4120.0, "ll_misses": 0.0},
+                "preset": {"instructions": 82452.0, "l1_misses": 4120.0, "ll_misses": 1203.4},
             }
         },
     }
     text = bench_counts.markdown(data)
     assert "Run 2026-12-06 22:00 UTC on Linux, Python 3.11.7" in text
-    assert "| preset | 82,452 | 4,120 |" in text
+    assert "| preset | 82,452 | 4,120 | 1,203 |" in text
+    assert "| the bare stub itself | 120,000 | 3,000 | 0 |" in text
     assert "| requests cold: per call above the bare stub | instructions | L1 misses |" in text
 
 

@@ -518,6 +518,26 @@ def test_the_global_provider_is_looked_up_lazily(
     assert len(traces.attempts) == 1
 
 
+def test_a_given_provider_is_used_whatever_its_truth_value(
+    traces: Traces, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The given provider is the one used, not the global, even one that is "falsy"."""
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", traces.provider)  # the global one
+
+    class Empty(TracerProvider):
+        def __len__(self) -> int:  # a provider that is also an (empty) container
+            return 0
+
+    provider = Empty()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(tracer_provider=provider, meter_provider=no_metrics())
+    run(tracing_pipeline(tracing), ScriptedTransport(response(200)))
+    run(tracing_pipeline(tracing), ScriptedTransport(response(200)))  # the cached recorders
+    assert len(exporter.get_finished_spans()) == 2
+    assert traces.attempts == []  # the global one got none
+
+
 def test_suppress_instrumentation_turns_spans_off(traces: Traces) -> None:
     """Inside suppress_instrumentation() (an exporter's own request) nothing is recorded."""
     tracing = Tracing(tracer_provider=traces.provider, meter_provider=no_metrics())

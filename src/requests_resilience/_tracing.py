@@ -268,11 +268,12 @@ class Tracing(Rebuilt):
         current = current_context()
         if current.get(_SUPPRESS):
             return next(call)  # suppress_instrumentation(): an exporter's own request
+        given_tracer, given_meter = self._tracer_provider, self._meter_provider
         cached = self._recorders_cache
         if (
             cached is None
-            or cached[0] is not (self._tracer_provider or set_tracer_provider())
-            or cached[1] is not (self._meter_provider or set_meter_provider())
+            or cached[0] is not (set_tracer_provider() if given_tracer is None else given_tracer)
+            or cached[1] is not (set_meter_provider() if given_meter is None else given_meter)
         ):
             cached = self._recorders_for()
         tracer, histogram = cached[2]
@@ -514,11 +515,12 @@ class Tracing(Rebuilt):
         Made once per pair of providers (the given ones, else the global ones), so that
         a call costs two look-ups and two identity checks (`send` makes them itself).
         """
+        given_tracer, given_meter = self._tracer_provider, self._meter_provider
         cached = self._recorders_cache
         if (
             cached is None
-            or cached[0] is not (self._tracer_provider or set_tracer_provider())
-            or cached[1] is not (self._meter_provider or set_meter_provider())
+            or cached[0] is not (set_tracer_provider() if given_tracer is None else given_tracer)
+            or cached[1] is not (set_meter_provider() if given_meter is None else given_meter)
         ):
             cached = self._recorders_for()
         return cached[2]
@@ -529,10 +531,13 @@ class Tracing(Rebuilt):
         The key is what `send` compares: the given provider, else the one set in the
         API's global (None while unset: then the API's proxy makes the recorders).
         """
-        tracer_key = self._tracer_provider or set_tracer_provider()
-        meter_key = self._meter_provider or set_meter_provider()
-        tracer_provider = self._tracer_provider or global_tracer_provider()
-        meter_provider = self._meter_provider or global_meter_provider()
+        tracer_provider, meter_provider = self._tracer_provider, self._meter_provider
+        tracer_key: object = tracer_provider
+        meter_key: object = meter_provider
+        if tracer_provider is None:
+            tracer_key, tracer_provider = set_tracer_provider(), global_tracer_provider()
+        if meter_provider is None:
+            meter_key, meter_provider = set_meter_provider(), global_meter_provider()
         histogram: metrics.Histogram | None = None
         if not is_noop_meter_provider(meter_provider):
             meter = meter_provider.get_meter(

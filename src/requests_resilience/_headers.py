@@ -64,7 +64,10 @@ def request_snapshot(request: PreparedRequest) -> tuple[tuple[str, str], ...] | 
         snapshot = getattr(request, "headers_snapshot", None)
         if snapshot is not None:
             return snapshot()
-    return snapshot_headers(request.headers)
+    headers: Any = request.headers
+    if type(headers) is CaseInsensitiveDict:  # `snapshot_headers`' common case, inline
+        return tuple(headers._store.values())  # type: ignore[attr-defined]
+    return snapshot_headers(headers)
 
 
 def restore_headers(snapshot: tuple[tuple[str, str], ...] | _H) -> _H:

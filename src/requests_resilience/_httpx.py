@@ -514,16 +514,10 @@ _PROTOCOL_VERSIONS: dict[object, str] = {
 
 
 def _request_view(request: httpx.Request, body: bytes) -> _RequestView:
-    """The view of a request whose body was read (every attempt replays those bytes).
-
-    (`_url_text` and `_timeout_of` are written out here: a view is made per request.)
-    """
+    """The view of a request whose body was read (every attempt replays those bytes)."""
     extensions = request.extensions
     sent = body or None
-    url = request.url
-    reference = getattr(url, "_uri_reference", None)
-    text = str(url) if reference is None else _rendered(reference)
-    timeout = extensions.get("timeout")
+    text = _url_text(request.url)
     view: _RequestView = _NEW(_RequestView)
     view.__dict__ = {  # PreparedRequest's own attributes, then the view's
         "method": request.method,
@@ -533,9 +527,7 @@ def _request_view(request: httpx.Request, body: bytes) -> _RequestView:
         "extensions": extensions,
         "source_url": text,
         "source_body": sent,
-        "source_timeout": (timeout.get("connect"), timeout.get("read"))
-        if type(timeout) is dict
-        else _timeout_of(extensions),
+        "source_timeout": _timeout_of(extensions),
     }
     return view
 

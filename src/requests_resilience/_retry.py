@@ -580,7 +580,6 @@ class _Done:
 
 #: The headers kept for the retries: `snapshot_headers` of the first attempt's.
 _Template: TypeAlias = "tuple[tuple[str, str], ...] | CaseInsensitiveDict[str]"
-_HEADER_MAP = requests.structures.CaseInsensitiveDict
 
 
 def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Template]:
@@ -606,13 +605,7 @@ def _start(policy: Retry, call: Call) -> tuple[Call, float, float | None, _Templ
         and policy.idempotency_header not in request.headers
     ):
         request.headers[policy.idempotency_header] = uuid.uuid4().hex
-    if policy.max_attempts <= 1:
-        template: _Template = request.headers  # never needed again
-    elif type(request) is requests.PreparedRequest and type(request.headers) is _HEADER_MAP:
-        # `request_snapshot`'s common case, inline (the httpx view answers it itself)
-        template = tuple(request.headers._store.values())  # type: ignore[attr-defined]
-    else:
-        template = request_snapshot(request)
+    template = request_snapshot(request) if policy.max_attempts > 1 else request.headers
     return _first_attempt(policy, call, deadline, began), began, deadline, template
 
 
